@@ -1,0 +1,64 @@
+"""Request path messages between nodes: request, accept/busy, chunks, result, error, cancel.
+
+No I/O. Every request has an id, a deadline (unix seconds) and an idempotency flag; payloads
+are msgpack bytes of the service's own message types.
+"""
+
+from __future__ import annotations
+
+from llmnode.schemas.base import WireMessage
+
+
+class Request(WireMessage, frozen=True):
+    id: bytes  # 16 random bytes
+    service: str  # "model:NAME" or agent name
+    method: str  # "generate", "chat", "embed", "request", "send"
+    payload: bytes
+    deadline: float
+    idempotent: bool = True
+    stream: bool = False
+    caller: str = ""  # agent or client name at the origin, for logs and access control
+
+
+class Accept(WireMessage, frozen=True):
+    id: bytes
+
+
+class Refuse(WireMessage, frozen=True):
+    """The serving node will not take the request: Busy (queue full) or unknown service."""
+
+    id: bytes
+    code: str  # "busy", "unknown_agent", "access_denied", "deadline"
+    message: str = ""
+    queue_depth: int = 0
+
+
+class Chunk(WireMessage, frozen=True):
+    id: bytes
+    seq: int
+    data: bytes
+
+
+class Result(WireMessage, frozen=True):
+    id: bytes
+    data: bytes
+    chunks: int = 0  # how many chunks preceded it, so the caller can detect a gap
+
+
+class ErrorReply(WireMessage, frozen=True):
+    id: bytes
+    code: str  # an llmnode.errors code
+    message: str
+
+
+class Cancel(WireMessage, frozen=True):
+    id: bytes
+
+
+class OneWay(WireMessage, frozen=True):
+    """A fire-and-forget message to an agent, or a publication on a topic."""
+
+    service: str  # agent name, or "topic:NAME"
+    payload: bytes
+    caller: str = ""
+    message_id: bytes = b""  # dedup of publications delivered by more than one path
