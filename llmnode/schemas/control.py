@@ -1,1 +1,146 @@
-"""Placeholder: filled by its owner."""
+"""Messages on the local control socket between a node and its clients (SDK, CLI, agents). No I/O.
+
+The control socket is a ZeroMQ ROUTER on ``ipc://<data dir>/control.sock`` (mode 0600) or on loopback
+TCP. Every client frame is ``[token, msgpack(message)]``; the token is read from the node's data
+directory (``control.token``, mode 0600), so only the node's owner can use it. A client sends
+``Ctl*`` requests and gets ``CtlOk``/``CtlError``/``CtlChunk`` answers with the same ``id``; a client
+that hosts agents also receives ``CtlCall`` (a request for one of its agents), answers it with
+``CtlAgentReply``/``CtlAgentChunk``, and receives ``CtlDelivery`` for one-way messages and topics.
+"""
+
+from __future__ import annotations
+
+from llmnode.schemas.base import WireMessage
+
+# ---- client -> node --------------------------------------------------------------------------
+
+
+class CtlStatus(WireMessage, frozen=True):
+    id: int
+
+
+class CtlPeers(WireMessage, frozen=True):
+    id: int
+
+
+class CtlRequest(WireMessage, frozen=True):
+    """Route a request through the mesh's scheduler (``service``: agent name, ``name@node``, or
+    ``model:NAME``)."""
+
+    id: int
+    service: str
+    method: str
+    payload: bytes
+    timeout: float = 30.0
+    stream: bool = False
+    idempotent: bool = True
+    caller: str = ""
+
+
+class CtlCancel(WireMessage, frozen=True):
+    id: int  # the id of the CtlRequest to cancel
+
+
+class CtlSend(WireMessage, frozen=True):
+    """One-way message to an agent (any replica)."""
+
+    id: int
+    service: str
+    payload: bytes
+    caller: str = ""
+
+
+class CtlPublish(WireMessage, frozen=True):
+    id: int
+    topic: str
+    payload: bytes
+    caller: str = ""
+
+
+class CtlSubscribe(WireMessage, frozen=True):
+    """Subscribe this client to a topic; deliveries arrive as CtlDelivery with ``subscription=id``."""
+
+    id: int
+    topic: str
+
+
+class CtlUnsubscribe(WireMessage, frozen=True):
+    id: int
+    topic: str
+
+
+class CtlRegister(WireMessage, frozen=True):
+    """Host an agent in this client: the node advertises it in its signed state."""
+
+    id: int
+    name: str
+    topics: list[str] = []
+    allow: list[str] = []  # node ids (base32) allowed to call it; empty: any mesh member
+    slots: int = 8
+    queue_limit: int = 256
+
+
+class CtlUnregister(WireMessage, frozen=True):
+    id: int
+    name: str
+
+
+class CtlAgentChunk(WireMessage, frozen=True):
+    call_id: int
+    seq: int
+    data: bytes
+
+
+class CtlAgentReply(WireMessage, frozen=True):
+    call_id: int
+    data: bytes = b""
+    error_code: str = ""  # empty: success
+    error_message: str = ""
+
+
+# ---- node -> client --------------------------------------------------------------------------
+
+
+class CtlOk(WireMessage, frozen=True):
+    id: int
+    data: bytes = b""  # msgpack; meaning depends on the request
+
+
+class CtlError(WireMessage, frozen=True):
+    id: int
+    code: str  # an llmnode.errors code
+    message: str
+
+
+class CtlChunk(WireMessage, frozen=True):
+    id: int
+    seq: int
+    data: bytes
+
+
+class CtlCall(WireMessage, frozen=True):
+    """A request for an agent this client hosts. Answer with CtlAgentReply(call_id)."""
+
+    call_id: int
+    service: str
+    method: str
+    payload: bytes
+    deadline: float
+    caller_node: str
+    caller: str = ""
+    stream: bool = False
+
+
+class CtlCallCancelled(WireMessage, frozen=True):
+    call_id: int
+
+
+class CtlDelivery(WireMessage, frozen=True):
+    """A one-way message (``topic`` empty) for a hosted agent, or a publication on a topic."""
+
+    service: str  # the agent name, or the topic
+    payload: bytes
+    caller_node: str
+    caller: str = ""
+    topic: str = ""
+    subscription: int = 0
