@@ -1,0 +1,339 @@
+"""The secure message bus: typed messages to node ids, sealed over a transport (does I/O).
+
+:class:`Bus` joins the pure parts (:class:`~llmnode.bus.sealing.Sealer`, the schema codec)
+to a :class:`~llmnode.bus.transport.Transport`:
+
+- ``send(node_id, message)`` encodes, seals to the peer and queues it; it never raises and
+  never waits: False means unknown peer, full queue or a message that cannot be sent.
+- a pump task reads frames, opens and decodes them, answers handshakes itself and queues the
+  rest for ``receive()``. Bad input is counted by reason in ``rejections``, logged at a rate
+  limit and skipped; it never stops the pump. When the application does not keep up, the pump
+  waits, so back-pressure reaches the transport's bounded queues instead of memory.
+- ``connect(address)`` is the handshake: a Hello in a hello frame (mesh key only) to an address,
+  answered by a HelloAck in a data frame; both sides then know each other's key and address.
+
+Thread-unsafe: one asyncio event loop owns a bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from llmnode.bus import crypto
+from llmnode.bus.identity import Identity, node_id_to_text
+from llmnode.bus.keyring import MeshKeyRing
+from llmnode.bus.sealing import HELLO, MAX_EPOCH, NO_RECIPIENT, Sealer
+from llmnode.bus.transport import Transport
+from llmnode.errors import MeshError, Rejected, TransportError
+from llmnode.log import RateLimitedLogger, get_logger
+from llmnode.schemas.base import PROTOCOL_VERSION, WireMessage
+from llmnode.schemas.handshake import Hello, HelloAck
+from llmnode.schemas.messages import decode, encode
+
+_log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message that arrived, with the node that sent it (proved by its signature)."""
+
+    sender: bytes
+    message: WireMessage
+    received_at: float
+
+
+class Bus:
+    """Signed and encrypted messages between nodes (see the module docstring)."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        keyring: MeshKeyRing,
+        transport: Transport,
+        *,
+        epoch: int | None = None,
+        clock: Callable[[], float] = time.time,
+        allowlist: Collection[bytes] | None = None,
+        timestamp_window_s: float = 60.0,
+        name: str | None = None,
+        inbox_limit: int = 10_000,
+    ) -> None:
+        self._identity = identity
+        self._transport = transport
+        self._clock = clock
+        self.name = name if name is not None else identity.name[:12]
+        if epoch is None:
+            epoch = int(clock()) & MAX_EPOCH
+        # Sequence numbers start at the wall clock in microseconds, so a node restarted within
+        # the same second (same epoch) still sends numbers above any it sent before.
+        self._sealer = Sealer(
+            identity,
+            keyring,
+            epoch,
+            first_sequence=time.time_ns() // 1000,
+            timestamp_window_s=timestamp_window_s,
+            allowlist=allowlist,
+        )
+        self._peers: dict[bytes, str] = {}
+        self._inbox: asyncio.Queue[Inbound | None] = asyncio.Queue(maxsize=inbox_limit)
+        self._handshakes: dict[bytes, asyncio.Future[bytes]] = {}
+        self._pump_task: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+        self._rejections: dict[str, int] = {}
+        self._stats: dict[str, int] = {
+            "sent": 0,
+            "received": 0,
+            "send_failed": 0,
+            "send_unknown_peer": 0,
+            "rejected": 0,
+            "hellos_received": 0,
+            "hello_acks_received": 0,
+        }
+        self._rejection_log = RateLimitedLogger(_log)
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> bytes:
+        return self._identity.node_id
+
+    @property
+    def address(self) -> str:
+        return self._transport.address
+
+    @property
+    def epoch(self) -> int:
+        return self._sealer.epoch
+
+    @property
+    def keyring(self) -> MeshKeyRing:
+        """The live key ring: rotations on it apply to the next frame sealed or opened."""
+        return self._sealer.keyring
+
+    @property
+    def allowlist(self) -> frozenset[bytes] | None:
+        return self._sealer.allowlist
+
+    @allowlist.setter
+    def allowlist(self, node_ids: Collection[bytes] | None) -> None:
+        self._sealer.allowlist = None if node_ids is None else frozenset(node_ids)
+
+    @property
+    def rejections(self) -> dict[str, int]:
+        """Frames refused so far, by reason."""
+        return dict(self._rejections)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return dict(self._stats)
+
+    @property
+    def peers(self) -> dict[bytes, str]:
+        return dict(self._peers)
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._pump_task is not None:
+            return
+        await self._transport.start()
+        self._pump_task = asyncio.create_task(self._pump(), name="bus_pump")
+        _log.debug("bus_started", address=self.address, epoch=self.epoch)
+
+    async def close(self) -> None:
+        task, self._pump_task = self._pump_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for future in self._handshakes.values():
+            if not future.done():
+                future.set_exception(TransportError("the bus closed"))
+        self._handshakes.clear()
+        await self._transport.close()
+
+    async def __aenter__(self) -> Bus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- peers ------------------------------------------------------------------------------
+
+    def add_peer(self, node_id: bytes, address: str) -> None:
+        """Send to ``node_id`` at ``address`` from now on (membership calls this)."""
+        if self._peers.get(node_id) == address:
+            return
+        self._peers[node_id] = address
+        connect = getattr(self._transport, "connect", None)
+        if connect is not None:  # open the connection early, so the first send finds it up
+            connect(address)
+
+    def forget_peer(self, node_id: bytes) -> None:
+        self._peers.pop(node_id, None)
+
+    def peer_address(self, node_id: bytes) -> str | None:
+        return self._peers.get(node_id)
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def send(self, node_id: bytes, message: WireMessage) -> bool:
+        """Seal ``message`` to ``node_id`` and queue it. Never raises, never waits."""
+        address = self._peers.get(node_id)
+        if address is None:
+            self._stats["send_unknown_peer"] += 1
+            return False
+        try:
+            frame = self._sealer.seal(node_id, encode(message), self._clock())
+        except (MeshError, msgspec.MsgspecError, TypeError, ValueError, OverflowError) as error:
+            self._stats["send_failed"] += 1
+            self._rejection_log.warning(
+                "send_refused",
+                key="send_refused",
+                peer=node_id_to_text(node_id)[:12],
+                error=str(error)[:200],
+            )
+            return False
+        if self._transport.send(address, frame):
+            self._stats["sent"] += 1
+            return True
+        self._stats["send_failed"] += 1
+        return False
+
+    async def connect(self, address: str, timeout: float = 5.0) -> bytes:  # noqa: ASYNC109 - retries inside
+        """Handshake with the node at ``address``; its node id. TransportError on timeout."""
+        loop = asyncio.get_running_loop()
+        nonce = crypto.random_bytes(16)
+        future: asyncio.Future[bytes] = loop.create_future()
+        self._handshakes[nonce] = future
+        body = encode(Hello(address=self.address, nonce=nonce, name=self.name))
+        connect = getattr(self._transport, "connect", None)
+        if connect is not None:
+            connect(address)
+        deadline = loop.time() + timeout
+        interval = 0.01
+        try:
+            while True:
+                frame = self._sealer.seal(NO_RECIPIENT, body, self._clock(), HELLO)
+                self._transport.send(address, frame)
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TransportError(f"no answer from {address} within {timeout:g} s")
+                try:
+                    return await asyncio.wait_for(asyncio.shield(future), min(interval, remaining))
+                except TimeoutError:
+                    interval = min(interval * 2, 0.25)
+        finally:
+            self._handshakes.pop(nonce, None)
+            if not future.done():
+                future.cancel()
+
+    # -- receiving --------------------------------------------------------------------------
+
+    async def receive(self) -> Inbound:
+        """The next message from a peer. Bad frames never surface here; they are counted."""
+        if self._failure is not None:
+            raise TransportError(f"the bus stopped: {self._failure}") from self._failure
+        if self._pump_task is None:
+            raise TransportError("the bus is not started")
+        item = await self._inbox.get()
+        if item is None:
+            raise TransportError(f"the bus stopped: {self._failure}") from self._failure
+        return item
+
+    def receive_nowait(self) -> Inbound | None:
+        """A message that already arrived, or None (for draining in batches)."""
+        try:
+            item = self._inbox.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        if item is None:
+            raise TransportError(f"the bus stopped: {self._failure}") from self._failure
+        return item
+
+    async def _pump(self) -> None:
+        inbox = self._inbox
+        recv = self._transport.recv
+        try:
+            while True:
+                frame = await recv()
+                inbound = self._handle(frame, self._clock())
+                if inbound is not None:
+                    if inbox.full():
+                        await inbox.put(inbound)
+                    else:
+                        inbox.put_nowait(inbound)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # surfaced to receive(), never silent
+            self._failure = error
+            _log.error("bus_pump_failed", error=str(error), error_type=type(error).__name__)
+            with contextlib.suppress(asyncio.QueueFull):
+                inbox.put_nowait(None)
+
+    def _handle(self, frame: bytes, now: float) -> Inbound | None:
+        sealer = self._sealer
+        try:
+            opened = sealer.open(frame, now)
+            message = decode(opened.body)
+        except Rejected as rejection:
+            self._reject(rejection)
+            return None
+        if opened.kind == HELLO:
+            if isinstance(message, Hello):
+                self._on_hello(opened.sender, message)
+            else:
+                self._reject(Rejected("invalid_message", "a hello frame must carry a Hello"))
+            return None
+        if isinstance(message, HelloAck):
+            self._on_hello_ack(opened.sender, message)
+            return None
+        if isinstance(message, Hello):
+            self._reject(Rejected("invalid_message", "a Hello must travel in a hello frame"))
+            return None
+        self._stats["received"] += 1
+        return Inbound(opened.sender, message, now)
+
+    def _reject(self, rejection: Rejected) -> None:
+        reason = rejection.reason
+        self._rejections[reason] = self._rejections.get(reason, 0) + 1
+        self._stats["rejected"] += 1
+        self._rejection_log.warning(
+            "frame_rejected", key=reason, reason=reason, detail=rejection.detail
+        )
+
+    def _on_hello(self, sender: bytes, hello: Hello) -> None:
+        self._stats["hellos_received"] += 1
+        if hello.version != PROTOCOL_VERSION:
+            self._reject(Rejected("bad_version", f"hello version {hello.version}"))
+            return
+        self.add_peer(sender, hello.address)
+        self.send(sender, HelloAck(address=self.address, nonce=hello.nonce, name=self.name))
+        _log.debug("hello_received", peer=node_id_to_text(sender)[:12], address=hello.address)
+
+    def _on_hello_ack(self, sender: bytes, ack: HelloAck) -> None:
+        self._stats["hello_acks_received"] += 1
+        future = self._handshakes.get(ack.nonce)
+        if future is None or future.done():
+            return  # a late answer to a handshake already finished: harmless
+        self.add_peer(sender, ack.address)
+        future.set_result(sender)
+
+    def describe(self) -> dict[str, Any]:
+        """A summary for status output and logs."""
+        return {
+            "node_id": self._identity.name,
+            "address": self.address,
+            "epoch": self.epoch,
+            "peers": len(self._peers),
+            "stats": self.stats,
+            "rejections": self.rejections,
+        }
