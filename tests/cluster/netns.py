@@ -94,7 +94,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _namespace_names() -> list[str]:
+def namespace_names() -> list[str]:
     return [line.split()[0] for line in _run(["ip", "netns", "list"]).splitlines() if line.strip()]
 
 
@@ -114,7 +114,7 @@ def _delete_namespace(namespace: str) -> None:
 def remove_stale_namespaces() -> list[str]:
     """Delete namespaces left by earlier harness runs whose process is gone; returns their names."""
     removed = []
-    for name in _namespace_names():
+    for name in namespace_names():
         match = _STALE_NAME.match(name)
         if match and not _pid_alive(int(match.group(1))):
             _delete_namespace(name)
@@ -192,7 +192,9 @@ class Cluster:
         _run(["ip", "netns", "add", namespace])
         self.nodes[name] = Node(name=name, namespace=namespace, address=address, index=index)
         port = f"p{index}"
-        self._in_bridge("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", namespace)
+        self._in_bridge(
+            "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", namespace
+        )
         self._in_bridge("link", "set", port, "master", "br0")
         self._in_bridge("link", "set", port, "up")
         inside = ["ip", "-n", namespace]
@@ -298,7 +300,8 @@ class Cluster:
             if started.log_file is not None:
                 started.log_file.flush()
             text = started.log_path.read_text(errors="replace").splitlines()[-lines:]
-            parts.append(f"--- {started.node.name} ({started.log_path.name}) ---\n" + "\n".join(text))
+            header = f"--- {started.node.name} ({started.log_path.name}) ---"
+            parts.append("\n".join([header, *text]))
         return "\n".join(parts)
 
     def set_hosts(self, names: Mapping[str, str]) -> None:
@@ -350,7 +353,8 @@ class Cluster:
     def fault_rules(self, node: Node | str) -> str:
         """The node's fault table as ``nft list`` prints it (for debugging and tests)."""
         target = self._resolve(node)
-        return _run(["ip", "netns", "exec", target.namespace, "nft", "list", "table", "inet", FAULT_TABLE])
+        inside = ["ip", "netns", "exec", target.namespace]
+        return _run([*inside, "nft", "list", "table", "inet", FAULT_TABLE])
 
 
 _FAULT_RULESET = f"""

@@ -77,7 +77,8 @@ def start_echo(cluster: netns.Cluster, node: str) -> subprocess.Popen[bytes]:
 
 def tcp_probe(cluster: netns.Cluster, source: str, target: str) -> str:
     address = cluster.node(target).address
-    completed = cluster.execute(source, [sys.executable, "-c", TCP_PROBE, address], dict(os.environ))
+    argv = [sys.executable, "-c", TCP_PROBE, address]
+    completed = cluster.execute(source, argv, dict(os.environ))
     return completed.stdout.strip()
 
 
@@ -149,8 +150,8 @@ def test_close_kills_processes_and_deletes_namespaces(make_cluster: MakeCluster)
     namespaces = [node.namespace for node in cluster.nodes.values()] + [cluster.bridge_namespace]
     cluster.close()
     assert sleeper.poll() is not None
-    remaining = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert not any(namespace in remaining.split() for namespace in namespaces)
+    remaining = netns.namespace_names()
+    assert not any(namespace in remaining for namespace in namespaces)
     assert not any((netns.NETNS_ETC / namespace).exists() for namespace in namespaces)
 
 
@@ -159,4 +160,4 @@ def test_stale_namespaces_of_dead_runs_are_removed(netns_available: None) -> Non
     stale = f"{netns.NAMESPACE_PREFIX}{dead_pid}x0-br"
     subprocess.run(["ip", "netns", "add", stale], check=True)
     assert stale in netns.remove_stale_namespaces()
-    assert stale not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert stale not in netns.namespace_names()
