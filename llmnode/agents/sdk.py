@@ -1,0 +1,544 @@
+"""The Python SDK: ``connect()`` to the local node and use the mesh (does I/O through the node's
+control socket).
+
+    async with llmnode.connect() as mesh:
+        answer = await mesh.request("writer", Ask(question="..."), reply_type=Answer)
+        await mesh.send("logger", {"type": "note", "text": "hi"})
+        await mesh.publish("news", Headline(title="..."))
+        async for delta in mesh.generate("smollm2-135m-instruct", "Once upon a time"):
+            print(delta, end="")
+        text = await mesh.chat("smollm2-135m-instruct", "What is the capital of France?")
+        vectors = await mesh.embed("all-minilm-l6-v2", ["a sentence", "another"])
+        async with mesh.serving(MyAgent()):   # host agents in this process
+            ...
+
+``connect_sync()`` gives the same methods for scripts and notebooks (its own event loop in a
+background thread; ``generate`` and ``chat(stream=True)`` return plain iterators). Errors are the
+typed ones of :mod:`llmnode.errors`: NotRunning (no local node), UnknownAgent, DeadlineExceeded,
+NoCapacity, AccessDenied, HandlerError (the remote handler raised).
+"""
+
+# ruff: noqa: ASYNC109 - `timeout` here is the request's deadline in the mesh, carried to the
+# node inside the message, not a local wait that asyncio.timeout could replace.
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+
+import msgspec
+
+from llmnode.agents.agent import convert_body, decode_envelope, encode_envelope
+from llmnode.errors import ConfigError, ProtocolError
+from llmnode.nodes.control_client import ControlClient, find_control
+from llmnode.schemas.control import CtlPeers, CtlPublish, CtlRequest, CtlSend, CtlStatus
+from llmnode.schemas.inference import (
+    ChatMessage,
+    EmbedRequest,
+    EmbedResult,
+    GenerateRequest,
+    GenerateResult,
+    TokenChunk,
+)
+
+if TYPE_CHECKING:
+    from llmnode.agents.agent import Agent
+
+T = TypeVar("T")
+ChatInput = str | list[ChatMessage] | list[dict[str, str]]
+
+_ENCODER = msgspec.msgpack.Encoder()
+_TOKEN_CHUNK = msgspec.msgpack.Decoder(TokenChunk)
+_GENERATE_RESULT = msgspec.msgpack.Decoder(GenerateResult)
+_EMBED_RESULT = msgspec.msgpack.Decoder(EmbedResult)
+_ANY = msgspec.msgpack.Decoder()
+DEFAULT_TIMEOUT = 30.0
+GENERATE_TIMEOUT = 120.0
+
+
+def model_service(model: str) -> str:
+    """The service name of a model: ``model:NAME`` (a name that already has it is kept)."""
+    return model if model.startswith("model:") else f"model:{model}"
+
+
+def chat_messages(messages: ChatInput, system: str | None = None) -> list[ChatMessage]:
+    """Normalise a chat input: a string is one user turn; dicts become ChatMessage."""
+    if isinstance(messages, str):
+        turns = [ChatMessage(role="user", content=messages)]
+    else:
+        turns = [
+            m if isinstance(m, ChatMessage) else msgspec.convert(m, ChatMessage) for m in messages
+        ]
+    if system:
+        turns = [ChatMessage(role="system", content=system), *turns]
+    return turns
+
+
+def _generate_request(options: dict[str, Any], **fields: Any) -> GenerateRequest:
+    try:
+        return GenerateRequest(**fields, **options)
+    except TypeError as error:
+        raise ConfigError(f"bad generation option: {error}") from error
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[Any], data: bytes, what: str) -> Any:
+    try:
+        return decoder.decode(data)
+    except msgspec.MsgspecError as error:
+        raise ProtocolError(f"malformed {what} from the node: {error}") from error
+
+
+class Mesh:
+    """The mesh as seen from one process, through its local node's control socket."""
+
+    def __init__(self, client: ControlClient, *, name: str = "") -> None:
+        self.client = client
+        self.name = name  # the caller name others see (agents use their own)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # ---- agents ------------------------------------------------------------------------------
+
+    @overload
+    async def request(
+        self,
+        to: str,
+        message: Any,
+        *,
+        timeout: float = ...,
+        reply_type: type[T],
+        idempotent: bool = ...,
+        caller: str | None = ...,
+    ) -> T: ...
+    @overload
+    async def request(
+        self,
+        to: str,
+        message: Any,
+        *,
+        timeout: float = ...,
+        reply_type: None = ...,
+        idempotent: bool = ...,
+        caller: str | None = ...,
+    ) -> Any: ...
+
+    async def request(
+        self,
+        to: str,
+        message: Any,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        reply_type: Any = None,
+        idempotent: bool = True,
+        caller: str | None = None,
+    ) -> Any:
+        """Send ``message`` to agent ``to`` (``name`` or ``name@node``) and return its reply,
+        converted to ``reply_type`` when given (else plain data: dicts, lists, ...)."""
+        answer = await self.client.call(
+            CtlRequest(
+                id=self.client.next_id(),
+                service=to,
+                method="request",
+                payload=encode_envelope(message),
+                timeout=timeout,
+                idempotent=idempotent,
+                caller=self.name if caller is None else caller,
+            )
+        )
+        _tag, body = decode_envelope(answer.data)
+        return convert_body(body, reply_type)
+
+    async def request_stream(
+        self,
+        to: str,
+        message: Any,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        item_type: Any = None,
+        caller: str | None = None,
+    ) -> AsyncIterator[Any]:
+        """The chunks a streaming handler of agent ``to`` yields for ``message``."""
+        request = CtlRequest(
+            id=self.client.next_id(),
+            service=to,
+            method="request",
+            payload=encode_envelope(message),
+            timeout=timeout,
+            stream=True,
+            caller=self.name if caller is None else caller,
+        )
+        async with self.client.stream(request) as stream:
+            async for chunk in stream:
+                _tag, body = decode_envelope(chunk)
+                yield convert_body(body, item_type)
+
+    async def send(self, to: str, message: Any, *, caller: str | None = None) -> None:
+        """One-way message to agent ``to``; returns once the mesh has it."""
+        await self.client.call(
+            CtlSend(
+                id=self.client.next_id(),
+                service=to,
+                payload=encode_envelope(message),
+                caller=self.name if caller is None else caller,
+            )
+        )
+
+    async def publish(self, topic: str, message: Any, *, caller: str | None = None) -> None:
+        """Publish on ``topic``: every subscriber in the mesh gets it once."""
+        await self.client.call(
+            CtlPublish(
+                id=self.client.next_id(),
+                topic=topic,
+                payload=encode_envelope(message),
+                caller=self.name if caller is None else caller,
+            )
+        )
+
+    async def subscribe(self, topic: str, *, message_type: Any = None) -> AsyncIterator[Any]:
+        """Publications on ``topic`` (converted to ``message_type`` when given), until closed."""
+        subscription_id, queue = await self.client.open_subscription(topic)
+        try:
+            while True:
+                delivery = await queue.get()
+                _tag, body = decode_envelope(delivery.payload)
+                yield convert_body(body, message_type)
+        finally:
+            await self.client.close_subscription(subscription_id, topic)
+
+    # ---- models ------------------------------------------------------------------------------
+
+    async def generate(
+        self,
+        model: str,
+        prompt: str = "",
+        *,
+        messages: ChatInput | None = None,
+        timeout: float = GENERATE_TIMEOUT,
+        caller: str | None = None,
+        **options: Any,
+    ) -> AsyncIterator[str]:
+        """Text deltas of a completion of ``prompt`` (or of a chat, with ``messages=``).
+        ``options``: max_tokens, temperature, top_p, top_k, seed, stop."""
+        if messages is not None:
+            body = _generate_request(options, messages=chat_messages(messages))
+            method = "chat"
+        else:
+            body = _generate_request(options, prompt=prompt)
+            method = "generate"
+        request = CtlRequest(
+            id=self.client.next_id(),
+            service=model_service(model),
+            method=method,
+            payload=_ENCODER.encode(body),
+            timeout=timeout,
+            stream=True,
+            caller=self.name if caller is None else caller,
+        )
+        async with self.client.stream(request) as stream:
+            async for data in stream:
+                chunk: TokenChunk = _decode(_TOKEN_CHUNK, data, "token chunk")
+                if chunk.text:
+                    yield chunk.text
+
+    async def _chat_text(
+        self,
+        model: str,
+        *,
+        messages: ChatInput,
+        system: str | None,
+        timeout: float,
+        caller: str | None,
+        options: dict[str, Any],
+    ) -> str:
+        body = _generate_request(options, messages=chat_messages(messages, system))
+        answer = await self.client.call(
+            CtlRequest(
+                id=self.client.next_id(),
+                service=model_service(model),
+                method="chat",
+                payload=_ENCODER.encode(body),
+                timeout=timeout,
+                caller=self.name if caller is None else caller,
+            )
+        )
+        result: GenerateResult = _decode(_GENERATE_RESULT, answer.data, "generation result")
+        return result.text
+
+    @overload
+    def chat(
+        self,
+        model: str,
+        messages: ChatInput,
+        *,
+        stream: Literal[False] = ...,
+        system: str | None = ...,
+        timeout: float = ...,
+        caller: str | None = ...,
+        **options: Any,
+    ) -> Coroutine[Any, Any, str]: ...
+    @overload
+    def chat(
+        self,
+        model: str,
+        messages: ChatInput,
+        *,
+        stream: Literal[True],
+        system: str | None = ...,
+        timeout: float = ...,
+        caller: str | None = ...,
+        **options: Any,
+    ) -> AsyncIterator[str]: ...
+
+    def chat(
+        self,
+        model: str,
+        messages: ChatInput,
+        *,
+        stream: bool = False,
+        system: str | None = None,
+        timeout: float = GENERATE_TIMEOUT,
+        caller: str | None = None,
+        **options: Any,
+    ) -> Coroutine[Any, Any, str] | AsyncIterator[str]:
+        """Chat with ``model`` (a string is one user turn). ``await`` it for the whole answer,
+        or ``async for`` over ``chat(..., stream=True)`` for text deltas."""
+        if stream:
+            return self.generate(
+                model,
+                messages=chat_messages(messages, system),
+                timeout=timeout,
+                caller=caller,
+                **options,
+            )
+        return self._chat_text(
+            model,
+            messages=messages,
+            system=system,
+            timeout=timeout,
+            caller=caller,
+            options=options,
+        )
+
+    async def embed(
+        self,
+        model: str,
+        texts: str | list[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        caller: str | None = None,
+    ) -> list[list[float]]:
+        """One embedding vector per text."""
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        answer = await self.client.call(
+            CtlRequest(
+                id=self.client.next_id(),
+                service=model_service(model),
+                method="embed",
+                payload=_ENCODER.encode(EmbedRequest(texts=batch)),
+                timeout=timeout,
+                caller=self.name if caller is None else caller,
+            )
+        )
+        result: EmbedResult = _decode(_EMBED_RESULT, answer.data, "embedding result")
+        return result.vectors
+
+    # ---- the node ----------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        """The local node: node_id, name, uptime_s, address, resources, services, counters."""
+        answer = await self.client.call(CtlStatus(id=self.client.next_id()))
+        data: dict[str, Any] = _decode(_ANY, answer.data, "status") if answer.data else {}
+        return data
+
+    async def peers(self) -> list[dict[str, Any]]:
+        """The members the local node knows, with their state, resources and services."""
+        answer = await self.client.call(CtlPeers(id=self.client.next_id()))
+        data: list[dict[str, Any]] = _decode(_ANY, answer.data, "peers") if answer.data else []
+        return data
+
+    # ---- hosting agents ----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def serving(self, *agents: Agent) -> AsyncIterator[None]:
+        """Host ``agents`` in this process for the duration of the block."""
+        from llmnode.agents.host import AgentHost  # noqa: PLC0415 - host imports this module
+
+        host = AgentHost(self.client, mesh=self)
+        await host.start(*agents)
+        try:
+            yield
+        finally:
+            await host.stop()
+
+    async def serve(self, *agents: Agent) -> None:
+        """Host ``agents`` in this process until cancelled."""
+        async with self.serving(*agents):
+            await asyncio.Event().wait()
+
+
+async def _open(
+    data_dir: str | os.PathLike[str] | None,
+    address: str | None,
+    token: str | bytes | None,
+    name: str | None,
+) -> Mesh:
+    found_address, found_token = find_control(data_dir, address=address, token=token)
+    client = ControlClient(found_address, found_token)
+    await client.connect()
+    return Mesh(client, name=name or "")
+
+
+class _Connection:
+    """What :func:`connect` returns: ``async with`` it, or ``await`` it for a Mesh."""
+
+    def __init__(self, *arguments: Any) -> None:
+        self._arguments = arguments
+        self._mesh: Mesh | None = None
+
+    def __await__(self) -> Generator[Any, None, Mesh]:
+        return _open(*self._arguments).__await__()
+
+    async def __aenter__(self) -> Mesh:
+        self._mesh = await _open(*self._arguments)
+        return self._mesh
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._mesh is not None:
+            await self._mesh.close()
+
+
+def connect(
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    address: str | None = None,
+    token: str | bytes | None = None,
+    name: str | None = None,
+) -> _Connection:
+    """Connect to the local node (found through ``data_dir``, ``$LLMNODE_DATA_DIR`` or the
+    default data dir; ``address``/``token`` override). Raises NotRunning when none answers."""
+    return _Connection(data_dir, address, token, name)
+
+
+class SyncMesh:
+    """:class:`Mesh` for synchronous code: an event loop of its own in a background thread."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        address: str | None = None,
+        token: str | bytes | None = None,
+        name: str | None = None,
+    ) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="llmnode_sdk_loop", daemon=True
+        )
+        self._thread.start()
+        try:
+            self.mesh = self._run(_open(data_dir, address, token, name))
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _run(self, awaitable: Awaitable[T]) -> T:
+        async def wrapped() -> T:
+            return await awaitable
+
+        return asyncio.run_coroutine_threadsafe(wrapped(), self._loop).result()
+
+    def _iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
+        try:
+            while True:
+                try:
+                    yield self._run(iterator.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None and self._loop.is_running():
+                self._run(aclose())
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._run(self.mesh.close())
+        self._stop_loop()
+
+    def __enter__(self) -> SyncMesh:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def request(self, to: str, message: Any, **options: Any) -> Any:
+        return self._run(self.mesh.request(to, message, **options))
+
+    def send(self, to: str, message: Any, **options: Any) -> None:
+        self._run(self.mesh.send(to, message, **options))
+
+    def publish(self, topic: str, message: Any, **options: Any) -> None:
+        self._run(self.mesh.publish(topic, message, **options))
+
+    def subscribe(self, topic: str, *, message_type: Any = None) -> Iterator[Any]:
+        return self._iterate(self.mesh.subscribe(topic, message_type=message_type))
+
+    def generate(self, model: str, prompt: str = "", **options: Any) -> Iterator[str]:
+        return self._iterate(self.mesh.generate(model, prompt, **options))
+
+    def chat(self, model: str, messages: ChatInput, *, stream: bool = False, **options: Any) -> Any:
+        """The whole answer, or with ``stream=True`` an iterator of text deltas."""
+        if stream:
+            return self._iterate(self.mesh.chat(model, messages, stream=True, **options))
+        return self._run(self.mesh.chat(model, messages, **options))
+
+    def embed(self, model: str, texts: str | list[str], **options: Any) -> list[list[float]]:
+        return self._run(self.mesh.embed(model, texts, **options))
+
+    def status(self) -> dict[str, Any]:
+        return self._run(self.mesh.status())
+
+    def peers(self) -> list[dict[str, Any]]:
+        return self._run(self.mesh.peers())
+
+    def serve(self, *agents: Agent) -> None:
+        """Host ``agents`` until Ctrl-C."""
+        future = asyncio.run_coroutine_threadsafe(self.mesh.serve(*agents), self._loop)
+        try:
+            future.result()
+        except KeyboardInterrupt:
+            future.cancel()
+            with contextlib.suppress(BaseException):
+                future.result(timeout=10)
+
+
+def connect_sync(
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    address: str | None = None,
+    token: str | bytes | None = None,
+    name: str | None = None,
+) -> SyncMesh:
+    """Synchronous :func:`connect`; use ``with connect_sync() as mesh:`` or call ``close()``."""
+    return SyncMesh(data_dir, address=address, token=token, name=name)

@@ -1,0 +1,417 @@
+"""The low-level client of a node's control socket (does I/O: one zmq.asyncio DEALER).
+
+The SDK, the CLI and agent hosts talk to their local node through this client. Every frame it
+sends is ``[token, msgpack(Ctl* message)]``; every answer is one msgpack message. One reader task
+routes what arrives:
+
+- ``CtlOk`` / ``CtlError`` / ``CtlChunk`` go to the :meth:`ControlClient.call` or
+  :meth:`ControlClient.stream` waiting on that ``id``;
+- ``CtlDelivery`` with a ``subscription`` goes to that subscription's queue
+  (:meth:`ControlClient.open_subscription`);
+- everything else addressed to this client (``CtlCall``, ``CtlCallCancelled``, agent
+  ``CtlDelivery``) goes to the listeners added with :meth:`ControlClient.add_listener`.
+
+Every wait has a timeout; a node that does not answer is :class:`~llmnode.errors.NotRunning`.
+"""
+
+# ruff: noqa: ASYNC109 - `timeout` here is the request's deadline in the mesh, carried to the
+# node inside the message, not a local wait that asyncio.timeout could replace.
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import re
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import TracebackType
+
+import zmq
+import zmq.asyncio
+
+from llmnode.errors import (
+    DeadlineExceeded,
+    HandlerError,
+    MeshError,
+    NotRunning,
+    ProtocolError,
+)
+from llmnode.errors import error_from_code as _error_from_code
+from llmnode.log import get_logger
+from llmnode.schemas.base import WireMessage
+from llmnode.schemas.control import (
+    CtlCancel,
+    CtlChunk,
+    CtlDelivery,
+    CtlError,
+    CtlOk,
+    CtlRequest,
+    CtlStatus,
+    CtlSubscribe,
+    CtlUnsubscribe,
+)
+from llmnode.schemas.messages import decode, encode
+
+log = get_logger(__name__)
+
+DEFAULT_DATA_DIR = Path("~/.local/share/llmnode")
+CONTROL_TIMEOUT = 10.0  # seconds to wait for the answer to a control operation
+REQUEST_GRACE = 5.0  # extra wait beyond a request's own timeout before giving up on the node
+SEND_TIMEOUT = 5.0
+
+Listener = Callable[[WireMessage], None]
+_REMOTE_TYPE = re.compile(r"raised ([A-Za-z_][\w.]*):")
+
+
+def data_dir_path(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The node data directory: the argument, else ``$LLMNODE_DATA_DIR``, else the default."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    from_env = os.environ.get("LLMNODE_DATA_DIR")
+    return Path(from_env).expanduser() if from_env else DEFAULT_DATA_DIR.expanduser()
+
+
+def find_control(
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    address: str | None = None,
+    token: str | bytes | None = None,
+) -> tuple[str, bytes]:
+    """The control address and token of the node owning ``data_dir``; explicit values win.
+
+    Raises :class:`NotRunning` when the node has not written them (it is not running there).
+    """
+    directory = data_dir_path(data_dir)
+    if address is None:
+        address_file = directory / "control.address"
+        try:
+            address = address_file.read_text().strip()
+        except FileNotFoundError:
+            raise NotRunning(
+                f"no llmnode node is running (looked for {address_file}); "
+                "start one with `llmnode start`"
+            ) from None
+        except OSError as error:
+            raise NotRunning(f"cannot read {address_file}: {error.strerror}") from error
+        if address.startswith("ipc://") and not Path(address[len("ipc://") :]).exists():
+            raise NotRunning(
+                f"no llmnode node is running (looked for {address[len('ipc://') :]}); "
+                "start one with `llmnode start`"
+            )
+    if token is None:
+        token_file = directory / "control.token"
+        try:
+            token = token_file.read_text().strip()
+        except FileNotFoundError:
+            raise NotRunning(
+                f"no llmnode node is running (looked for {token_file}); "
+                "start one with `llmnode start`"
+            ) from None
+        except PermissionError as error:
+            raise NotRunning(f"cannot read {token_file}: permission denied") from error
+    token_bytes = token.encode() if isinstance(token, str) else token
+    return address, token_bytes
+
+
+def error_from_code(code: str, message: str) -> MeshError:
+    """Like :func:`llmnode.errors.error_from_code`, keeping a remote handler's exception class."""
+    if code == HandlerError.code:
+        match = _REMOTE_TYPE.search(message)
+        return HandlerError(message, remote_type=match.group(1) if match else "")
+    return _error_from_code(code, message)
+
+
+class ControlStream:
+    """The chunks of one streamed request, as an async iterator of ``bytes``.
+
+    After the iterator is exhausted, :attr:`result` holds the final data (the ``CtlOk``).
+    Closing it early (``aclose()``, leaving ``async with``) cancels the request on the node.
+    """
+
+    def __init__(self, client: ControlClient, request: CtlRequest) -> None:
+        self._client = client
+        self._request = request
+        self._queue: asyncio.Queue[WireMessage] = asyncio.Queue()
+        self._started = False
+        self._finished = False
+        self._next_seq = 0
+        self.result: bytes | None = None
+
+    async def __aenter__(self) -> ControlStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> ControlStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._finished:
+            raise StopAsyncIteration
+        if not self._started:
+            self._started = True
+            self._client._pending[self._request.id] = self._queue
+            try:
+                await self._client.send(self._request)
+            except BaseException:
+                self._finished = True
+                self._client._pending.pop(self._request.id, None)
+                raise
+        while True:
+            try:
+                async with asyncio.timeout(self._request.timeout + REQUEST_GRACE):
+                    message = await self._queue.get()
+            except TimeoutError:
+                await self.aclose()
+                raise DeadlineExceeded(
+                    f"no answer to {self._request.service}.{self._request.method} "
+                    f"within {self._request.timeout:g} s"
+                ) from None
+            if isinstance(message, CtlChunk):
+                if message.seq < self._next_seq:
+                    continue  # a duplicate (e.g. re-sent after a failover)
+                self._next_seq = message.seq + 1
+                return message.data
+            self._finished = True
+            self._client._pending.pop(self._request.id, None)
+            if isinstance(message, CtlOk):
+                self.result = message.data
+                raise StopAsyncIteration
+            if isinstance(message, CtlError):
+                raise error_from_code(message.code, message.message)
+            raise ProtocolError(f"unexpected {type(message).__name__} on a request stream")
+
+    async def aclose(self) -> None:
+        """Stop waiting; if the request is still running, cancel it on the node."""
+        if self._finished:
+            return
+        self._finished = True
+        self._client._pending.pop(self._request.id, None)
+        if self._started:
+            with contextlib.suppress(MeshError):
+                await self._client.send(CtlCancel(id=self._request.id))
+
+
+class ControlClient:
+    """A connection to one node's control socket. Use ``async with`` or connect()/close()."""
+
+    def __init__(self, address: str, token: bytes | str, *, timeout: float = CONTROL_TIMEOUT):
+        self.address = address
+        self._token = token.encode() if isinstance(token, str) else token
+        self._timeout = timeout
+        self._context: zmq.asyncio.Context | None = None
+        self._socket: zmq.asyncio.Socket | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[WireMessage] | asyncio.Queue[WireMessage]] = {}
+        self._subscriptions: dict[int, asyncio.Queue[CtlDelivery]] = {}
+        self._listeners: list[Listener] = []
+        self._send_lock = asyncio.Lock()
+        self.closed = False
+
+    @classmethod
+    def from_data_dir(
+        cls,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        address: str | None = None,
+        token: str | bytes | None = None,
+    ) -> ControlClient:
+        found_address, found_token = find_control(data_dir, address=address, token=token)
+        return cls(found_address, found_token)
+
+    async def __aenter__(self) -> ControlClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    async def connect(self) -> None:
+        """Open the socket and check that a node answers (a ``CtlStatus`` round trip)."""
+        self._context = zmq.asyncio.Context()
+        socket = self._context.socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.IMMEDIATE, 1)
+        socket.setsockopt(zmq.SNDHWM, 10_000)
+        socket.setsockopt(zmq.RCVHWM, 10_000)
+        try:
+            socket.connect(self.address)
+        except zmq.ZMQError as error:
+            socket.close(linger=0)
+            self._context.term()
+            raise NotRunning(f"cannot connect to {self.address}: {error.strerror}") from error
+        self._socket = socket
+        self._reader = asyncio.create_task(self._read_loop(), name="control_client_reader")
+        try:
+            await self.call(CtlStatus(id=self.next_id()), timeout=self._timeout)
+        except DeadlineExceeded:
+            await self.close()
+            raise NotRunning(
+                f"no llmnode node answers on {self.address}; start one with `llmnode start`"
+            ) from None
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        failure = NotRunning("the control connection was closed")
+        for waiter in self._pending.values():
+            if isinstance(waiter, asyncio.Future):
+                if not waiter.done():
+                    waiter.set_exception(failure)
+            else:
+                waiter.put_nowait(CtlError(id=0, code=NotRunning.code, message=str(failure)))
+        self._pending.clear()
+        if self._socket is not None:
+            self._socket.close(linger=0)
+        if self._context is not None:
+            self._context.term()
+
+    def add_listener(self, listener: Listener) -> None:
+        """Receive every message that is not an answer to this client's own requests."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    async def send(self, message: WireMessage) -> None:
+        """Send one message to the node (replies from agents, cancels, requests)."""
+        if self._socket is None or self.closed:
+            raise NotRunning("the control connection is closed")
+        frames = [self._token, encode(message)]
+        try:
+            async with self._send_lock, asyncio.timeout(SEND_TIMEOUT):
+                await self._socket.send_multipart(frames, copy=False)
+        except TimeoutError:
+            raise NotRunning(
+                f"no llmnode node accepts messages on {self.address}; is it running?"
+            ) from None
+        except zmq.ZMQError as error:
+            raise NotRunning(f"control socket failed: {error.strerror}") from error
+
+    async def call(self, message: WireMessage, *, timeout: float | None = None) -> CtlOk:
+        """Send a request with an ``id`` and wait for its ``CtlOk``; a ``CtlError`` raises the
+        typed error. ``timeout`` defaults to the request's own timeout plus a grace period."""
+        message_id: int = message.id  # type: ignore[attr-defined]
+        if timeout is None:
+            timeout = (
+                message.timeout + REQUEST_GRACE
+                if isinstance(message, CtlRequest)
+                else self._timeout
+            )
+        future: asyncio.Future[WireMessage] = asyncio.get_running_loop().create_future()
+        self._pending[message_id] = future
+        try:
+            await self.send(message)
+            async with asyncio.timeout(timeout):
+                answer = await future
+        except TimeoutError:
+            if isinstance(message, CtlRequest):
+                with contextlib.suppress(MeshError):
+                    await self.send(CtlCancel(id=message_id))
+            raise DeadlineExceeded(
+                f"no answer from the node to {type(message).__name__} within {timeout:g} s"
+            ) from None
+        except asyncio.CancelledError:
+            if isinstance(message, CtlRequest) and not self.closed:
+                with contextlib.suppress(MeshError):
+                    await asyncio.shield(self.send(CtlCancel(id=message_id)))
+            raise
+        finally:
+            self._pending.pop(message_id, None)
+        if isinstance(answer, CtlOk):
+            return answer
+        if isinstance(answer, CtlError):
+            raise error_from_code(answer.code, answer.message)
+        raise ProtocolError(f"unexpected {type(answer).__name__} answering {message_id}")
+
+    def stream(self, request: CtlRequest) -> ControlStream:
+        """Chunks of a ``stream=True`` request; the final data is in ``.result`` afterwards."""
+        return ControlStream(self, request)
+
+    async def open_subscription(self, topic: str) -> tuple[int, asyncio.Queue[CtlDelivery]]:
+        subscription_id = self.next_id()
+        queue: asyncio.Queue[CtlDelivery] = asyncio.Queue()
+        self._subscriptions[subscription_id] = queue
+        try:
+            await self.call(CtlSubscribe(id=subscription_id, topic=topic))
+        except BaseException:
+            self._subscriptions.pop(subscription_id, None)
+            raise
+        return subscription_id, queue
+
+    async def close_subscription(self, subscription_id: int, topic: str) -> None:
+        self._subscriptions.pop(subscription_id, None)
+        if not self.closed:
+            with contextlib.suppress(MeshError):
+                await self.call(CtlUnsubscribe(id=self.next_id(), topic=topic))
+
+    async def subscription(self, topic: str) -> AsyncIterator[CtlDelivery]:
+        """Deliveries on ``topic`` until the iterator is closed (then unsubscribes)."""
+        subscription_id, queue = await self.open_subscription(topic)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            await self.close_subscription(subscription_id, topic)
+
+    async def _read_loop(self) -> None:
+        assert self._socket is not None
+        while True:
+            try:
+                frames = await self._socket.recv_multipart()
+            except zmq.ZMQError as error:
+                log.warning("control_receive_failed", error=error.strerror)
+                return
+            try:
+                message = decode(frames[-1])
+            except MeshError as error:
+                log.warning("control_message_rejected", error=str(error))
+                continue
+            self._route(message)
+
+    def _route(self, message: WireMessage) -> None:
+        if isinstance(message, CtlOk | CtlError | CtlChunk):
+            waiter = self._pending.get(message.id)
+            if waiter is None:
+                return  # an answer nobody waits for any more (cancelled, timed out)
+            if isinstance(waiter, asyncio.Queue):
+                waiter.put_nowait(message)
+            elif not waiter.done():
+                waiter.set_result(message)
+            return
+        if isinstance(message, CtlDelivery) and message.subscription:
+            queue = self._subscriptions.get(message.subscription)
+            if queue is not None:
+                queue.put_nowait(message)
+            return
+        for listener in list(self._listeners):
+            try:
+                listener(message)
+            except Exception as error:
+                log.exception("control_listener_failed", error=str(error))
