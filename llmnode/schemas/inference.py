@@ -1,0 +1,61 @@
+"""Payloads of the model services: generate, chat and embed requests and their results (no I/O).
+
+These are plain frozen ``msgspec`` Structs, not wire messages: they travel msgpack-encoded inside
+:class:`llmnode.schemas.requests.Request` ``payload`` and ``Chunk``/``Result`` ``data``. New
+fields get defaults and go last, so old and new nodes interoperate.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class ChatMessage(msgspec.Struct, frozen=True, kw_only=True):
+    role: str  # "system", "user" or "assistant"
+    content: str
+
+
+class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A completion (``prompt``) or a chat (``messages``, rendered with the model's template)."""
+
+    prompt: str = ""
+    messages: list[ChatMessage] = []
+    max_tokens: int = 128
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = no top-k cut
+    seed: int | None = None
+    stop: list[str] = []
+    # Token ids already delivered by a previous node (failover): prefilled after the prompt,
+    # and counted against max_tokens, so a greedy resumed run continues the interrupted one.
+    resume_token_ids: list[int] = []
+
+
+class TokenChunk(msgspec.Struct, frozen=True, kw_only=True):
+    """One streamed piece: the text delta and the token ids it covers.
+
+    Token ids whose text is not complete yet (part of a multi-byte character) are held back and
+    sent with the chunk that completes them. The last chunk of a stream has ``finish_reason``.
+    """
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str = ""  # "", or on the last chunk: "stop", "length", "eos", "cancelled"
+
+
+class GenerateResult(msgspec.Struct, frozen=True, kw_only=True):
+    text: str
+    finish_reason: str  # "stop", "length", "eos" or "cancelled"
+    prompt_tokens: int
+    completion_tokens: int
+    token_ids: list[int] = []
+
+
+class EmbedRequest(msgspec.Struct, frozen=True, kw_only=True):
+    texts: list[str]
+
+
+class EmbedResult(msgspec.Struct, frozen=True, kw_only=True):
+    vectors: list[list[float]]
+    dim: int
+    model: str
