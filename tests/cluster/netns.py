@@ -36,6 +36,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -305,12 +306,19 @@ class Cluster:
         return "\n".join(parts)
 
     def set_hosts(self, names: Mapping[str, str]) -> None:
-        """Give every namespace an ``/etc/hosts`` mapping ``names`` (host name -> address)."""
-        lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost"]
-        lines += [f"{address} {name}" for name, address in names.items()]
+        """Give every namespace an ``/etc/hosts`` mapping ``names`` (host name -> address).
+
+        As Docker does for a container, each namespace's file also maps the machine's host name
+        to that namespace's own address, so ``gethostbyname(gethostname())`` (how a node fills in
+        a wildcard ``--listen`` address) gives the address its peers can reach.
+        """
+        shared = ["127.0.0.1 localhost", "::1 localhost ip6-localhost"]
+        shared += [f"{address} {name}" for name, address in names.items()]
+        hostname = socket.gethostname()
         for node in self.nodes.values():
             directory = NETNS_ETC / node.namespace
             directory.mkdir(parents=True, exist_ok=True)
+            lines = [f"{node.address} {hostname}", *shared]
             (directory / "hosts").write_text("\n".join(lines) + "\n")
 
     # ---- faults -------------------------------------------------------------------------------

@@ -141,6 +141,10 @@ def test_service_names_resolve_through_per_namespace_hosts(make_cluster: MakeClu
         "node2", [sys.executable, "-c", "import socket; print(socket.gethostbyname('seed'))"]
     )
     assert resolved.stdout.strip() == cluster.node("seed").address
+    own = "import socket; print(socket.gethostbyname(socket.gethostname()))"
+    assert cluster.execute("node2", [sys.executable, "-c", own]).stdout.strip() == (
+        cluster.node("node2").address
+    )
 
 
 def test_close_kills_processes_and_deletes_namespaces(make_cluster: MakeCluster) -> None:
