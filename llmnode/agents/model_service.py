@@ -1,0 +1,156 @@
+"""ModelService: a model from the store served as a node service (I/O through its ONNX runtime).
+
+This is what ``llmnode start --model NAME`` hosts. It implements
+:class:`llmnode.nodes.service.Service` for ``model:NAME``:
+
+- ``generate`` / ``chat``: payload msgpack :class:`GenerateRequest`; for streamed calls each chunk
+  is msgpack :class:`TokenChunk`; the final result is msgpack :class:`GenerateResult`;
+- ``embed``: payload msgpack :class:`EmbedRequest`; the result is msgpack :class:`EmbedResult`.
+
+The call's deadline bounds the run, and cancelling the task that runs ``call`` cancels the
+sequence in the runtime at once (its batch slot is freed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from typing import Any
+
+import msgspec
+
+from llmnode.agents.models.store import ModelStore
+from llmnode.errors import DeadlineExceeded, ModelError, ProtocolError
+from llmnode.nodes.service import Emit, ServiceCall
+from llmnode.schemas.inference import (
+    EmbedRequest,
+    EmbedResult,
+    GenerateRequest,
+    GenerateResult,
+)
+from llmnode.schemas.state import ServiceInfo, ServiceLoad
+
+_ENCODER = msgspec.msgpack.Encoder()
+_GENERATE_REQUEST = msgspec.msgpack.Decoder(GenerateRequest)
+_EMBED_REQUEST = msgspec.msgpack.Decoder(EmbedRequest)
+
+GENERATION_TASK = "text-generation"
+EMBEDDING_TASK = "feature-extraction"
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[Any], payload: bytes, what: str) -> Any:
+    try:
+        return decoder.decode(payload)
+    except msgspec.MsgspecError as error:
+        raise ProtocolError(f"malformed {what}: {error}") from error
+
+
+class ModelService:
+    """Serves one model of the store (generation or embeddings, per its manifest's task)."""
+
+    def __init__(
+        self,
+        store: ModelStore,
+        name: str,
+        *,
+        prefer_gpu: bool = True,
+        threads: int | None = None,
+        runtime: Any = None,
+    ) -> None:
+        manifest = store.get(name)
+        self.name = name
+        self.task = manifest.task
+        if runtime is not None:
+            self.runtime = runtime
+        elif self.task == GENERATION_TASK:
+            from llmnode.agents.models import GenerationRuntime  # noqa: PLC0415 - heavy
+
+            self.runtime = GenerationRuntime(store, name, prefer_gpu=prefer_gpu, threads=threads)
+        elif self.task == EMBEDDING_TASK:
+            from llmnode.agents.models import EmbeddingRuntime  # noqa: PLC0415 - heavy
+
+            self.runtime = EmbeddingRuntime(store, name, prefer_gpu=prefer_gpu, threads=threads)
+        else:
+            raise ModelError(f"model {name!r} has task {self.task!r}, which llmnode cannot serve")
+
+    @classmethod
+    async def open(cls, store: ModelStore, name: str, **options: Any) -> ModelService:
+        """Load the model off the event loop (session creation takes seconds)."""
+        return await asyncio.to_thread(cls, store, name, **options)
+
+    def info(self) -> ServiceInfo:
+        load = self.runtime.load()
+        return ServiceInfo(
+            name=f"model:{self.name}",
+            kind="model",
+            task=self.task,
+            load=load if isinstance(load, ServiceLoad) else ServiceLoad(),
+        )
+
+    async def call(self, call: ServiceCall, emit: Emit) -> bytes:
+        remaining = call.deadline - time.time()
+        if remaining <= 0:
+            raise DeadlineExceeded(f"the request for model:{self.name} arrived after its deadline")
+        try:
+            async with asyncio.timeout(remaining):
+                return await self._dispatch(call, emit)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"model:{self.name} did not finish {call.method} before the deadline"
+            ) from None
+
+    async def _dispatch(self, call: ServiceCall, emit: Emit) -> bytes:
+        if call.method in ("generate", "chat"):
+            if self.task != GENERATION_TASK:
+                raise ModelError(f"model {self.name!r} is an embedding model; use embed")
+            request: GenerateRequest = _decode(_GENERATE_REQUEST, call.payload, "GenerateRequest")
+            if call.method == "chat" and not request.messages:
+                raise ModelError("chat needs messages")
+            return _ENCODER.encode(await self._generate(request, emit, call.stream))
+        if call.method == "embed":
+            if self.task != EMBEDDING_TASK:
+                raise ModelError(f"model {self.name!r} is a generation model; use generate/chat")
+            embed_request: EmbedRequest = _decode(_EMBED_REQUEST, call.payload, "EmbedRequest")
+            return _ENCODER.encode(await self._embed(embed_request))
+        raise ModelError(f"model:{self.name} has no method {call.method!r}")
+
+    async def _generate(self, request: GenerateRequest, emit: Emit, stream: bool) -> GenerateResult:
+        if not stream:
+            result: GenerateResult = await self.runtime.generate(request)
+            return result
+        prompt_tokens = len(self.runtime.encode_prompt(request))
+        texts: list[str] = []
+        token_ids: list[int] = []
+        finish_reason = "cancelled"
+        async with self.runtime.stream(request) as chunks:
+            async for chunk in chunks:
+                await emit(_ENCODER.encode(chunk))
+                texts.append(chunk.text)
+                token_ids.extend(chunk.token_ids)
+                finish_reason = chunk.finish_reason or finish_reason
+        return GenerateResult(
+            text="".join(texts),
+            finish_reason=finish_reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(token_ids),
+            token_ids=token_ids,
+        )
+
+    async def _embed(self, request: EmbedRequest) -> EmbedResult:
+        if not request.texts:
+            return EmbedResult(vectors=[], dim=0, model=self.name)
+        output = await self.runtime.embed(request.texts)
+        if isinstance(output, EmbedResult):
+            return output
+        vectors: list[list[float]] = (
+            output.tolist() if hasattr(output, "tolist") else [list(row) for row in output]
+        )
+        return EmbedResult(vectors=vectors, dim=len(vectors[0]) if vectors else 0, model=self.name)
+
+    async def close(self) -> None:
+        close = self.runtime.close
+        if inspect.iscoroutinefunction(close):
+            await close()
+        else:
+            await asyncio.to_thread(close)  # joins the runtime's worker thread
