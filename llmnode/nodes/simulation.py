@@ -1,0 +1,223 @@
+"""Many membership state machines over a memory network on a virtual clock (no real I/O).
+
+:class:`Simulation` is the event loop the node process would be, for N nodes in one process:
+it delivers due messages to :meth:`Membership.receive`, calls :meth:`Membership.tick` at each
+node's :meth:`Membership.next_deadline`, and routes every :class:`Outbound` through a
+:class:`MemoryNetwork` (loss, delay, partitions, slow nodes). Messages travel as objects; with
+``codec=True`` each one is encoded with the real msgspec codec (and decoded on arrival), and
+the bytes are counted in :attr:`Simulation.bytes_sent`. Used by tests and benchmarks/gossip.py.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from llmnode.bus.memory import MemoryNetwork
+from llmnode.nodes.membership import MemberEvent, Membership, MembershipConfig, Outbound
+from llmnode.schemas.membership import MemberSnapshot, PushPull, SignedRecord
+from llmnode.schemas.messages import decode, encode
+
+Payload = tuple[bytes, object]  # (sender, message or its encoded bytes)
+
+
+def node_id(index: int) -> bytes:
+    """The 32-byte node id of simulated node ``index``."""
+    return index.to_bytes(32, "big")
+
+
+def node_address(index: int) -> str:
+    return f"mem://node-{index}"
+
+
+def accept_any_record(record: SignedRecord) -> bool:
+    return True
+
+
+@dataclass
+class ObservedEvent:
+    at: float
+    observer: bytes
+    event: MemberEvent
+
+
+@dataclass
+class Simulation:
+    """N simulated nodes. Build with :meth:`create`; add nodes, crash, restart, run."""
+
+    config: MembershipConfig
+    network: MemoryNetwork[Payload]
+    seed: int = 0
+    codec: bool = False
+    verify_record: Callable[[SignedRecord], bool] = accept_any_record
+    nodes: dict[bytes, Membership] = field(default_factory=dict)
+    addresses: dict[str, bytes] = field(default_factory=dict)
+    crashed: set[bytes] = field(default_factory=set)
+    events: list[ObservedEvent] = field(default_factory=list)
+    bytes_sent: int = 0
+    frames_sent: int = 0
+    record_events: bool = True
+    _deadlines: list[tuple[float, int, bytes]] = field(default_factory=list)
+    _stamp: dict[bytes, int] = field(default_factory=dict)
+    _counter: int = 0
+    _rng: random.Random = field(default_factory=random.Random)
+
+    @classmethod
+    def create(
+        cls,
+        config: MembershipConfig,
+        *,
+        seed: int = 0,
+        loss: float = 0.0,
+        delay: tuple[float, float] = (0.0005, 0.002),
+        duplicate: float = 0.0,
+        codec: bool = False,
+        verify_record: Callable[[SignedRecord], bool] = accept_any_record,
+    ) -> Simulation:
+        network: MemoryNetwork[Payload] = MemoryNetwork(
+            seed=seed, loss=loss, delay=delay, duplicate=duplicate
+        )
+        return cls(
+            config=config,
+            network=network,
+            seed=seed,
+            codec=codec,
+            verify_record=verify_record,
+            _rng=random.Random(seed ^ 0x5EED),
+        )
+
+    @property
+    def now(self) -> float:
+        return self.network.now
+
+    # ---- building the mesh -----------------------------------------------------------------
+
+    def add_node(self, index: int, incarnation: int = 0) -> Membership:
+        """A new machine for node ``index`` (replacing a crashed one); it knows nobody yet."""
+        node = node_id(index)
+        address = node_address(index)
+        machine = Membership(
+            node,
+            address,
+            self.config,
+            rng=random.Random(self._rng.getrandbits(64)),
+            incarnation=incarnation,
+            verify_record=self.verify_record,
+        )
+        self.nodes[node] = machine
+        self.addresses[address] = node
+        self.crashed.discard(node)
+        return machine
+
+    def bootstrap(self, count: int) -> None:
+        """``count`` nodes that already know each other (as after a completed join): each gets
+        one push-pull holding every member, delivered directly. Events are discarded."""
+        for index in range(count):
+            self.add_node(index)
+        snapshot = [
+            MemberSnapshot(node, machine.address, 0, "alive")
+            for node, machine in self.nodes.items()
+        ]
+        message = PushPull(members=snapshot)
+        sender = node_id(0)
+        for node, machine in self.nodes.items():
+            machine.receive(node_id(1) if node == sender else sender, message, self.now)
+            machine.drain_events()
+            self._schedule(node)
+
+    def join(self, index: int, seeds: Iterable[int], incarnation: int = 0) -> Membership:
+        """Start node ``index`` (fresh, or restarted after a crash) and join through ``seeds``."""
+        machine = self.add_node(index, incarnation)
+        seed_list = [(node_id(seed), node_address(seed)) for seed in seeds]
+        self._send(machine, machine.join(seed_list, self.now))
+        self._after(machine)
+        return machine
+
+    def crash(self, index: int) -> None:
+        """Node ``index`` stops: it neither answers nor ticks (messages to it are lost)."""
+        self.crashed.add(node_id(index))
+
+    def leave(self, index: int) -> None:
+        machine = self.nodes[node_id(index)]
+        self._send(machine, machine.leave(self.now))
+        self._after(machine)
+
+    def set_record(self, index: int, record: SignedRecord) -> None:
+        machine = self.nodes[node_id(index)]
+        machine.set_local_record(record)
+
+    # ---- running ---------------------------------------------------------------------------
+
+    def run_until(self, until: float) -> None:
+        """Run the mesh until virtual time ``until``."""
+        network = self.network
+        deadlines = self._deadlines
+        while True:
+            message_due = network.next_due()
+            tick_due = deadlines[0][0] if deadlines else None
+            if (
+                message_due is not None
+                and message_due <= until
+                and (tick_due is None or message_due <= tick_due)
+            ):
+                network.run_until(message_due, self._deliver)
+                continue
+            if tick_due is None or tick_due > until:
+                break
+            due, stamp, node = heapq.heappop(deadlines)
+            if self._stamp.get(node) != stamp or node in self.crashed:
+                continue
+            network.now = max(network.now, due)
+            machine = self.nodes[node]
+            self._send(machine, machine.tick(network.now))
+            self._after(machine)
+        network.now = max(network.now, until)
+
+    def run_for(self, duration: float) -> None:
+        self.run_until(self.now + duration)
+
+    def count(self, predicate: Callable[[Membership], bool]) -> int:
+        """How many running (not crashed) nodes satisfy ``predicate``."""
+        return sum(
+            1
+            for node, machine in self.nodes.items()
+            if node not in self.crashed and predicate(machine)
+        )
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _deliver(self, address: str, payload: Payload) -> None:
+        node = self.addresses.get(address)
+        if node is None or node in self.crashed:
+            return
+        sender, message = payload
+        if isinstance(message, bytes):
+            message = decode(message)
+        machine = self.nodes[node]
+        self._send(machine, machine.receive(sender, message, self.network.now))
+        self._after(machine)
+
+    def _send(self, machine: Membership, outbound: list[Outbound]) -> None:
+        for item in outbound:
+            message: object = item.message
+            if self.codec:
+                data = encode(item.message)
+                self.bytes_sent += len(data)
+                message = data
+            self.frames_sent += 1
+            self.network.send(machine.address, item.address, (machine.self_id, message))
+
+    def _after(self, machine: Membership) -> None:
+        events = machine.drain_events()
+        if events and self.record_events:
+            now = self.network.now
+            self.events.extend(ObservedEvent(now, machine.self_id, event) for event in events)
+        self._schedule(machine.self_id)
+
+    def _schedule(self, node: bytes) -> None:
+        deadline = self.nodes[node].next_deadline()
+        self._counter += 1
+        self._stamp[node] = self._counter
+        heapq.heappush(self._deadlines, (max(deadline, self.network.now), self._counter, node))
