@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import importlib
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -130,6 +131,14 @@ class AgentHost:
             self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="agent_heartbeat")
         for agent in agents:
             await self.add(agent)
+
+    async def run(self, agents: Iterable[Agent]) -> None:
+        """Host ``agents`` until cancelled, then stop them."""
+        try:
+            await self.start(*agents)
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.shield(self.stop())
 
     async def add(self, agent: Agent) -> None:
         name = type(agent).name

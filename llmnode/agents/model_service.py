@@ -54,23 +54,32 @@ class ModelService:
         store: ModelStore,
         name: str,
         *,
+        slots: int | None = None,
+        queue_limit: int | None = None,
         prefer_gpu: bool = True,
         threads: int | None = None,
         runtime: Any = None,
     ) -> None:
+        """``slots``: sequences batched together (default: the runtime's); ``queue_limit``:
+        waiting requests beyond which the runtime answers Busy."""
         manifest = store.get(name)
         self.name = name
         self.task = manifest.task
+        sizing: dict[str, Any] = {"prefer_gpu": prefer_gpu, "threads": threads}
+        if slots:
+            sizing["max_batch_size"] = slots
+        if queue_limit:
+            sizing["queue_limit"] = queue_limit
         if runtime is not None:
             self.runtime = runtime
         elif self.task == GENERATION_TASK:
             from llmnode.agents.models import GenerationRuntime  # noqa: PLC0415 - heavy
 
-            self.runtime = GenerationRuntime(store, name, prefer_gpu=prefer_gpu, threads=threads)
+            self.runtime = GenerationRuntime(store, name, **sizing)
         elif self.task == EMBEDDING_TASK:
             from llmnode.agents.models import EmbeddingRuntime  # noqa: PLC0415 - heavy
 
-            self.runtime = EmbeddingRuntime(store, name, prefer_gpu=prefer_gpu, threads=threads)
+            self.runtime = EmbeddingRuntime(store, name, **sizing)
         else:
             raise ModelError(f"model {name!r} has task {self.task!r}, which llmnode cannot serve")
 
