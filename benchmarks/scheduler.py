@@ -1,0 +1,427 @@
+"""Scheduler benchmark: a discrete-event simulation of a heterogeneous 16-node mesh (no I/O).
+
+Sixteen nodes whose throughputs span 8× (slots × service time differ; half the nodes have
+exponential service times, half log-normal) serve Poisson arrivals at 50 %, 80 % and 95 % of
+the mesh's total capacity. Each request enters at a random node, which routes it:
+
+- ``llmnode``: :func:`llmnode.nodes.scheduler.choose`, from that entry node's own gossiped view
+  (each node publishes its load every gossip interval; a record reaches each observer after a
+  uniform 0..interval relay wait plus the one-way latency, as SWIM piggybacking does) and its
+  own :class:`~llmnode.nodes.scheduler.InFlightLedger`. The local node sees itself live.
+- ``random`` and ``round_robin`` (per entry node): the baselines a naive mesh would use.
+- ``oracle``: a central join-shortest-expected-delay with perfect instantaneous knowledge of
+  every queue and every node's true mean service time.
+
+A node whose waiting queue is at ``queue_limit`` refuses (Busy); the entry node re-routes with
+the refusing nodes excluded, as the real request path does. Every policy sees the same arrivals
+and the same per-request service-time draws (common random numbers), so the differences are
+the policies'. Latency is measured at the entry node, from arrival to answer, RTTs included.
+
+Load-balance efficiency = min over nodes of busy fraction / mean busy fraction (busy fraction =
+busy slot-time / (slots × window)). Targets at 80 %: llmnode p99 ≤ 1.3 × oracle, ≤ 0.5 × random,
+efficiency ≥ 0.9.
+
+The last line printed is one JSON object. ``real_share_error`` is None here: the measurement on
+real node processes belongs to the node process's own benchmark, which can merge its number into
+this object (see :func:`main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmnode.errors import NoCapacity
+from llmnode.nodes.scheduler import (
+    Candidate,
+    InFlightLedger,
+    choose,
+    estimate_completion_ms,
+)
+
+SERVICE = "model:bench"
+POLICIES = ("llmnode", "random", "round_robin", "oracle")
+LOADS = (0.5, 0.8, 0.95)
+GOSSIP_INTERVAL = 0.200  # seconds
+RTT = 0.0005  # seconds, between any two distinct nodes
+QUEUE_LIMIT = 32
+LOGNORMAL_SIGMA = 0.6
+NODE_EWMA_SMOOTHING = 0.1  # how the serving node smooths its own service times before gossip
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    slots: int
+    mean_service: float  # seconds
+    lognormal: bool
+
+    @property
+    def throughput(self) -> float:
+        return self.slots / self.mean_service
+
+
+def mesh() -> list[NodeSpec]:
+    """16 nodes, 12.5 to 100 requests/s each (8×), 583 requests/s in all."""
+    shapes = (
+        [(4, 0.040)] * 2  # large GPU: 100/s
+        + [(4, 0.080)] * 2  # small GPU: 50/s
+        + [(2, 0.060)] * 4  # 33/s
+        + [(1, 0.040)] * 4  # 25/s
+        + [(1, 0.080)] * 4  # 12.5/s
+    )
+    return [
+        NodeSpec(slots, mean, lognormal=index % 2 == 1)
+        for index, (slots, mean) in enumerate(shapes)
+    ]
+
+
+@dataclass
+class Job:
+    arrival: float
+    entry: int
+    exponential_draw: float  # Exp(1), scales exponential service times
+    normal_draw: float  # N(0, 1), drives log-normal service times
+    request_id: bytes
+    measured: bool
+    excluded: set[int] = field(default_factory=set)
+    target: int = -1
+    started: float = 0.0
+    refusals: int = 0
+
+
+@dataclass
+class NodeRuntime:
+    spec: NodeSpec
+    busy: int = 0
+    waiting: list[Job] = field(default_factory=list)  # FIFO, popped from the front by index
+    waiting_head: int = 0
+    ewma_service_ms: float = 0.0
+    busy_time: float = 0.0  # slot-seconds inside the measurement window
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self.waiting) - self.waiting_head
+
+    @property
+    def total(self) -> int:
+        return self.busy + self.queue_depth
+
+
+class Simulation:
+    """One run: one policy at one load. Events are (time, sequence, kind, payload)."""
+
+    def __init__(self, policy: str, load: float, requests: int, seed: int) -> None:
+        self.policy = policy
+        self.specs = mesh()
+        self.nodes = [NodeRuntime(spec) for spec in self.specs]
+        self.node_ids = [index.to_bytes(2, "big") * 16 for index in range(len(self.specs))]
+        self.rate = load * sum(spec.throughput for spec in self.specs)
+        self.requests = requests
+        self.arrivals = random.Random(seed)  # same stream for every policy: common numbers
+        self.policy_rng = random.Random(seed + 1)
+        self.gossip_rng = random.Random(seed + 2)
+        self.events: list[tuple[float, int, int, Any]] = []
+        self.sequence = 0
+        self.ledgers = [InFlightLedger() for _ in self.specs]
+        self.views: list[dict[int, Candidate]] = [{} for _ in self.specs]
+        self.round_robin = [index for index in range(len(self.specs))]
+        self.latencies: list[float] = []
+        self.refusals = 0
+        self.warmup_end = 0.0
+        self.window_end = math.inf
+        self.arrived = 0
+
+    # -- event plumbing -------------------------------------------------------------------------
+
+    def push(self, at: float, kind: int, payload: Any) -> None:
+        self.sequence += 1
+        heapq.heappush(self.events, (at, self.sequence, kind, payload))
+
+    def run(self) -> None:
+        handlers: list[Callable[[float, Any], None]] = [
+            self.on_arrival,
+            self.on_deliver,
+            self.on_done,
+            self.on_answer,
+            self.on_refused,
+            self.on_publish,
+            self.on_gossip,
+        ]
+        self.push(self.arrivals.expovariate(self.rate), ARRIVAL, None)
+        for index in range(len(self.nodes)):
+            self.push(self.gossip_rng.uniform(0.0, GOSSIP_INTERVAL), PUBLISH, index)
+        # Warm-up: the first 10 % of requests (time for gossip and EWMAs to settle).
+        warmup_requests = self.requests // 10
+        self.warmup_end = warmup_requests / self.rate
+        self.window_end = self.requests / self.rate
+        events = self.events
+        while events:
+            at, _, kind, payload = heapq.heappop(events)
+            if kind >= PUBLISH and at > self.window_end and not self.pending():
+                continue
+            handlers[kind](at, payload)
+
+    def pending(self) -> bool:
+        return any(node.total for node in self.nodes) or self.arrived < self.requests
+
+    # -- arrivals and routing ------------------------------------------------------------------
+
+    def on_arrival(self, now: float, _: Any) -> None:
+        self.arrived += 1
+        job = Job(
+            arrival=now,
+            entry=self.arrivals.randrange(len(self.nodes)),
+            exponential_draw=self.arrivals.expovariate(1.0),
+            normal_draw=self.arrivals.gauss(0.0, 1.0),
+            request_id=self.arrived.to_bytes(8, "big"),
+            measured=now >= self.warmup_end,
+        )
+        if self.arrived < self.requests:
+            self.push(now + self.arrivals.expovariate(self.rate), ARRIVAL, None)
+        self.route(now, job)
+
+    def route(self, now: float, job: Job) -> None:
+        target = self.pick(now, job)
+        if target < 0:  # every node refused: forget the refusals, try again a little later
+            job.excluded.clear()
+            self.push(now + 0.010, REFUSED, (job, -1))
+            return
+        job.target = target
+        if self.policy == "llmnode":
+            self.ledgers[job.entry].sent(self.node_ids[target], SERVICE, job.request_id, now)
+        delay = 0.0 if target == job.entry else RTT / 2
+        self.push(now + delay, DELIVER, job)
+
+    def pick(self, now: float, job: Job) -> int:
+        count = len(self.nodes)
+        if self.policy == "random":
+            allowed = [index for index in range(count) if index not in job.excluded]
+            return self.policy_rng.choice(allowed) if allowed else -1
+        if self.policy == "round_robin":
+            for _ in range(count):
+                index = self.round_robin[job.entry] % count
+                self.round_robin[job.entry] += 1
+                if index not in job.excluded:
+                    return index
+            return -1
+        if self.policy == "oracle":
+            best, best_estimate = -1, math.inf
+            for index, node in enumerate(self.nodes):
+                if index in job.excluded:
+                    continue
+                rtt_ms = 0.0 if index == job.entry else RTT * 1000
+                estimate = estimate_completion_ms(
+                    node.total, node.spec.slots, node.spec.mean_service * 1000, rtt_ms
+                )
+                if estimate < best_estimate:
+                    best, best_estimate = index, estimate
+            return best
+        return self.pick_llmnode(now, job)
+
+    def pick_llmnode(self, now: float, job: Job) -> int:
+        entry = job.entry
+        local = self.nodes[entry]
+        view = self.views[entry]
+        view[entry] = Candidate(
+            node=self.node_ids[entry],
+            service=SERVICE,
+            slots=local.spec.slots,
+            queue_limit=QUEUE_LIMIT,
+            gossip_queue_depth=local.queue_depth,
+            gossip_in_flight=local.busy,
+            ewma_service_ms=local.ewma_service_ms,
+            rtt_ms=0.0,
+            gossip_time=now,
+            is_local=True,
+        )
+        excluded = frozenset(self.node_ids[index] for index in job.excluded)
+        try:
+            choice = choose(
+                list(view.values()), self.ledgers[entry], now, self.policy_rng, exclude=excluded
+            )
+        except NoCapacity:
+            return -1
+        return int.from_bytes(choice.node[:2], "big")
+
+    # -- serving nodes --------------------------------------------------------------------------
+
+    def on_deliver(self, now: float, job: Job) -> None:
+        node = self.nodes[job.target]
+        if node.busy < node.spec.slots:
+            self.start(now, job.target, job)
+        elif node.queue_depth >= QUEUE_LIMIT:
+            self.refusals += 1
+            delay = 0.0 if job.target == job.entry else RTT / 2
+            self.push(now + delay, REFUSED, (job, job.target))
+        else:
+            node.waiting.append(job)
+
+    def service_time(self, spec: NodeSpec, job: Job) -> float:
+        if spec.lognormal:
+            sigma = LOGNORMAL_SIGMA
+            return spec.mean_service * math.exp(sigma * job.normal_draw - sigma * sigma / 2)
+        return spec.mean_service * job.exponential_draw
+
+    def start(self, now: float, index: int, job: Job) -> None:
+        node = self.nodes[index]
+        node.busy += 1
+        job.started = now
+        self.push(now + self.service_time(node.spec, job), DONE, job)
+
+    def on_done(self, now: float, job: Job) -> None:
+        node = self.nodes[job.target]
+        node.busy -= 1
+        service = now - job.started
+        node.busy_time += max(0.0, min(now, self.window_end) - max(job.started, self.warmup_end))
+        service_ms = service * 1000
+        node.ewma_service_ms = (
+            service_ms
+            if node.ewma_service_ms == 0.0
+            else node.ewma_service_ms + NODE_EWMA_SMOOTHING * (service_ms - node.ewma_service_ms)
+        )
+        if node.queue_depth:
+            following = node.waiting[node.waiting_head]
+            node.waiting_head += 1
+            if node.waiting_head > 1024:
+                del node.waiting[: node.waiting_head]
+                node.waiting_head = 0
+            self.start(now, job.target, following)
+        delay = 0.0 if job.target == job.entry else RTT / 2
+        self.push(now + delay, ANSWER, (job, service_ms))
+
+    def on_answer(self, now: float, payload: tuple[Job, float]) -> None:
+        job, service_ms = payload
+        if self.policy == "llmnode":
+            self.ledgers[job.entry].finished(
+                self.node_ids[job.target], SERVICE, job.request_id, now, service_ms
+            )
+        if job.measured:
+            self.latencies.append(now - job.arrival)
+
+    def on_refused(self, now: float, payload: tuple[Job, int]) -> None:
+        job, refused_by = payload
+        if refused_by >= 0:
+            job.refusals += 1
+            job.excluded.add(refused_by)
+            if self.policy == "llmnode":
+                self.ledgers[job.entry].refused(self.node_ids[refused_by], SERVICE, job.request_id)
+        self.route(now, job)
+
+    # -- gossip ---------------------------------------------------------------------------------
+
+    def on_publish(self, now: float, index: int) -> None:
+        if self.policy == "llmnode":
+            node = self.nodes[index]
+            snapshot = (node.queue_depth, node.busy, node.ewma_service_ms)
+            for observer in range(len(self.nodes)):
+                if observer != index:
+                    delay = self.gossip_rng.uniform(0.0, GOSSIP_INTERVAL) + RTT / 2
+                    self.push(now + delay, GOSSIP, (observer, index, snapshot))
+        self.push(now + GOSSIP_INTERVAL, PUBLISH, index)
+
+    def on_gossip(self, now: float, payload: tuple[int, int, tuple[int, int, float]]) -> None:
+        observer, origin, (queue_depth, in_flight, ewma_service_ms) = payload
+        spec = self.specs[origin]
+        view = self.views[observer]
+        previous = view.get(origin)
+        # Records can arrive out of order through different relays; keep the newest.
+        if previous is not None and previous.gossip_time > now:
+            return
+        view[origin] = Candidate(
+            node=self.node_ids[origin],
+            service=SERVICE,
+            slots=spec.slots,
+            queue_limit=QUEUE_LIMIT,
+            gossip_queue_depth=queue_depth,
+            gossip_in_flight=in_flight,
+            ewma_service_ms=ewma_service_ms,
+            rtt_ms=RTT * 1000,
+            gossip_time=now,
+        )
+
+    # -- results --------------------------------------------------------------------------------
+
+    def result(self) -> dict[str, Any]:
+        latencies = sorted(self.latencies)
+        window = self.window_end - self.warmup_end
+        utilisation = [node.busy_time / (node.spec.slots * window) for node in self.nodes]
+        mean_utilisation = sum(utilisation) / len(utilisation)
+        return {
+            "policy": self.policy,
+            "p50_ms": round(percentile(latencies, 0.50) * 1000, 2),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+            "efficiency": round(min(utilisation) / mean_utilisation, 3),
+            "refusals": self.refusals,
+            "measured": len(latencies),
+        }
+
+
+ARRIVAL, DELIVER, DONE, ANSWER, REFUSED, PUBLISH, GOSSIP = range(7)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return math.nan
+    index = min(len(values) - 1, max(0, math.ceil(fraction * len(values)) - 1))
+    return values[index]
+
+
+def simulate(policy: str, load: float, requests: int, seed: int) -> dict[str, Any]:
+    simulation = Simulation(policy, load, requests, seed)
+    simulation.run()
+    return {"load": load, **simulation.result()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=30_000, help="requests per run")
+    parser.add_argument("--seed", type=int, default=1)
+    arguments = parser.parse_args()
+
+    started = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    for load in LOADS:
+        for policy in POLICIES:
+            result = simulate(policy, load, arguments.requests, arguments.seed)
+            runs.append(result)
+            print(
+                f"load={load:.2f} {policy:<12} p50={result['p50_ms']:8.2f} ms "
+                f"p99={result['p99_ms']:8.2f} ms efficiency={result['efficiency']:.3f} "
+                f"refusals={result['refusals']}",
+                file=sys.stderr,
+            )
+
+    def at(policy: str, load: float) -> dict[str, Any]:
+        return next(run for run in runs if run["policy"] == policy and run["load"] == load)
+
+    ours, oracle, uniform = at("llmnode", 0.8), at("oracle", 0.8), at("random", 0.8)
+    summary: dict[str, Any] = {
+        "benchmark": "scheduler",
+        "nodes": len(mesh()),
+        "requests_per_run": arguments.requests,
+        "gossip_interval_ms": GOSSIP_INTERVAL * 1000,
+        "loads": [
+            {key: run[key] for key in ("policy", "load", "p50_ms", "p99_ms")} for run in runs
+        ],
+        "details": runs,
+        "p99_vs_oracle_80": round(ours["p99_ms"] / oracle["p99_ms"], 3),
+        "p99_vs_random_80": round(ours["p99_ms"] / uniform["p99_ms"], 3),
+        "efficiency_80": ours["efficiency"],
+        # Share error of real node processes: measured by the node process's benchmark, which
+        # merges its number here; this simulation alone has none.
+        "real_share_error": None,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
