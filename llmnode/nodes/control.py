@@ -62,7 +62,9 @@ class ControlServer:
         if self._requested.startswith("tcp://") and not self._requested.startswith(
             ("tcp://127.", "tcp://localhost", "tcp://[::1]")
         ):
-            raise ConfigError(f"the control socket must be local (ipc or loopback): {self._requested}")
+            raise ConfigError(
+                f"the control socket must be local (ipc or loopback): {self._requested}"
+            )
         socket = self._context.socket(zmq.ROUTER)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
@@ -83,7 +85,9 @@ class ControlServer:
                 self.address = self._requested
         except zmq.ZMQError as error:
             socket.close(0)
-            raise ConfigError(f"cannot bind the control socket {self._requested}: {error}") from error
+            raise ConfigError(
+                f"cannot bind the control socket {self._requested}: {error}"
+            ) from error
         finally:
             os.umask(old_umask)
         if path is not None:

@@ -1,0 +1,429 @@
+"""The node process: wires bus, membership, state, scheduler and control socket together (I/O).
+
+A :class:`Node` runs until stopped, under one ``asyncio.TaskGroup``: the receive loop dispatches
+frames to membership or the request path, the membership ticker probes and gossips, the state loop
+re-signs this node's state record, the control socket serves local clients, and the join loop finds
+the mesh through seeds. ``stop()`` leaves gracefully: peers see this node as left, not dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from llmnode import __version__
+from llmnode.bus.bus import Bus
+from llmnode.bus.identity import Identity, node_id_to_text
+from llmnode.bus.keyring import MeshKeyRing
+from llmnode.bus.transport import Transport
+from llmnode.errors import MeshError, Rejected, TransportError
+from llmnode.log import RateLimitedLogger, bind_node, get_logger
+from llmnode.nodes import resources
+from llmnode.nodes.agents_proxy import AttachedClients
+from llmnode.nodes.beacon import Beacon
+from llmnode.nodes.control import ControlServer, control_address
+from llmnode.nodes.membership import Membership, MembershipConfig, Outbound
+from llmnode.nodes.records import decode_state, sign_record, verify_record
+from llmnode.nodes.router import Router
+from llmnode.nodes.server import RequestServer
+from llmnode.nodes.service import Service
+from llmnode.nodes.view import MeshView
+from llmnode.schemas import membership as membership_messages
+from llmnode.schemas.base import WireMessage
+from llmnode.schemas.config import DEFAULT_PORT, NodeConfig
+from llmnode.schemas.requests import (
+    Accept,
+    Cancel,
+    Chunk,
+    ErrorReply,
+    OneWay,
+    Refuse,
+    Request,
+    Result,
+)
+from llmnode.schemas.state import NodeState, ServiceInfo
+
+log = get_logger(__name__)
+
+_MEMBERSHIP_TYPES = tuple(
+    cls
+    for cls in vars(membership_messages).values()
+    if isinstance(cls, type) and issubclass(cls, WireMessage) and cls is not WireMessage
+)
+_REPLY_TYPES = (Accept, Refuse, Chunk, Result, ErrorReply)
+
+
+def seed_address(seed: str) -> str:
+    """``host:port``, ``host`` or ``tcp://host:port`` → a zmq address (DNS names resolved)."""
+    text = seed.removeprefix("tcp://")
+    host, _, port = text.rpartition(":") if ":" in text else (text, "", str(DEFAULT_PORT))
+    if not host:
+        host, port = text, str(DEFAULT_PORT)
+    try:
+        address = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+    except (OSError, ValueError, IndexError) as error:
+        raise TransportError(f"cannot resolve seed {seed!r}: {error}") from error
+    return f"tcp://{address}:{port}"
+
+
+class Node:
+    def __init__(
+        self,
+        config: NodeConfig,
+        identity: Identity,
+        keyring: MeshKeyRing,
+        transport: Transport,
+        *,
+        services: Sequence[Service] = (),
+        incarnation: int = 0,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.node_id = identity.node_id
+        self.node_text = identity.name
+        self.name = config.name or self.node_text[:8]
+        self.data_dir = Path(config.data_dir)
+        self.started_at = time.time()
+        self.bus = Bus(identity, keyring, transport, allowlist=_allowlist(config.allowlist))
+        self.view = MeshView(self.node_id, self.node_text)
+        self.server = RequestServer(self.node_text, heartbeat_s=config.probe_interval)
+        for service in services:
+            self.server.services[service.info().name] = service
+        self.router = Router(
+            self.node_id,
+            self.node_text,
+            self.view,
+            self.server,
+            self._send,
+            heartbeat_s=config.probe_interval,
+        )
+        self.clients = AttachedClients(self)
+        self.control = ControlServer(
+            self.data_dir, control_address(self.data_dir, config.control), self.clients.handle
+        )
+        self._incarnation = incarnation
+        self.membership: Membership | None = None
+        self._record_version = 0
+        self._resources = resources.probe(config.capacity)
+        self._stopping = asyncio.Event()
+        self._state_dirty = asyncio.Event()
+        self._rejections = RateLimitedLogger(log)
+        self.ready = asyncio.Event()
+        self.rejections: Counter[str] = Counter()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        bind_node(self.node_text, self.name)
+        await self.bus.start()
+        self.control.start()
+        address = self.bus.address
+        factor = 1.0 / self.config.probe_interval  # scaled() divides every timing by it
+        self.membership = Membership(
+            self.node_id,
+            address,
+            MembershipConfig().scaled(factor),
+            rng=random.Random(),
+            incarnation=self._incarnation,
+            verify_record=verify_record,
+        )
+        self.view.peer(self.node_id, self.node_text).address = address
+        self._publish_state()
+        log.info(
+            "node_started",
+            address=address,
+            control=self.control.address,
+            incarnation=self._incarnation,
+            resources=self._resources.source,
+        )
+        self.ready.set()
+        try:
+            await self._run_loops()
+        except* _Stop:
+            pass
+        finally:
+            await self._shutdown()
+
+    async def _run_loops(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._receive_loop())
+            group.create_task(self._tick_loop())
+            group.create_task(self._state_loop())
+            group.create_task(self.control.serve())
+            group.create_task(self.clients.watchdog())
+            group.create_task(self._join_loop())
+            if self.config.beacon:
+                beacon = Beacon(self.bus, self.config.beacon_port, self._on_beacon_peer)
+                group.create_task(beacon.run())
+            group.create_task(self._until_stopped())
+
+    async def _until_stopped(self) -> None:
+        await self._stopping.wait()
+        raise _Stop
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _shutdown(self) -> None:
+        if self.membership is not None:
+            self._send_all(self.membership.leave(time.time()))
+            await asyncio.sleep(min(0.3, self.config.probe_interval))  # let Left go out
+        await self.server.close()
+        self.control.close()
+        await self.bus.close()
+        log.info("node_stopped")
+
+    # -- membership --------------------------------------------------------------------------
+
+    def _send(self, node: bytes, message: WireMessage) -> bool:
+        return self.bus.send(node, message)
+
+    def _send_all(self, outbound: list[Outbound]) -> None:
+        for item in outbound:
+            if item.address and self.bus.peer_address(item.to) is None:
+                self.bus.add_peer(item.to, item.address)
+            self.bus.send(item.to, item.message)
+
+    def _after_membership(self) -> None:
+        assert self.membership is not None
+        for event in self.membership.drain_events():
+            kind = event.kind
+            member = self.membership.member(event.node)
+            if member is None:
+                continue
+            peer = self.view.peer(member.node, node_id_to_text(member.node))
+            peer.state, peer.incarnation = member.state, member.incarnation
+            peer.address = member.address or peer.address
+            if member.address and member.node != self.node_id:
+                self.bus.add_peer(member.node, member.address)
+            if kind in ("dead", "left"):
+                self.router.on_peer_down(member.node)
+                self.clients.on_peer_down(member.node)
+            if member.record is not None and member.record.version > peer.record_version:
+                try:
+                    state = decode_state(member.record)
+                except Rejected as error:
+                    self.rejections[error.reason] += 1
+                else:
+                    self.view.set_record(
+                        member.node, peer.node_text, state, member.record.version, time.time()
+                    )
+            if kind != "record_updated":
+                log.info("member_" + kind, peer=peer.node_text[:12], incarnation=member.incarnation)
+
+    def _sync_view(self) -> None:
+        """Refresh liveness and last-heard of every member in the view."""
+        assert self.membership is not None
+        for member in self.membership.members():
+            peer = self.view.peer(member.node, node_id_to_text(member.node))
+            peer.state, peer.incarnation = member.state, member.incarnation
+            peer.last_heard = member.last_heard
+            peer.address = member.address or peer.address
+
+    async def _receive_loop(self) -> None:
+        while True:
+            inbound = await self.bus.receive()
+            message, sender = inbound.message, inbound.sender
+            try:
+                if isinstance(message, _MEMBERSHIP_TYPES):
+                    assert self.membership is not None
+                    self._send_all(self.membership.receive(sender, message, time.time()))
+                    self._after_membership()
+                elif isinstance(message, Request):
+                    self.server.handle(
+                        sender,
+                        node_id_to_text(sender),
+                        message,
+                        lambda reply, to=sender: self.bus.send(to, reply),
+                    )
+                elif isinstance(message, _REPLY_TYPES):
+                    self.router.on_reply(sender, message)
+                elif isinstance(message, Cancel):
+                    self.server.cancel(sender, message.id)
+                elif isinstance(message, OneWay):
+                    self.clients.deliver(sender, message)
+                else:
+                    self._reject("unexpected_message", type(message).__name__)
+            except MeshError as error:
+                self._reject(getattr(error, "reason", error.code), str(error))
+
+    def _reject(self, reason: str, detail: str) -> None:
+        self.rejections[reason] += 1
+        self._rejections.warning("message_rejected", reason, reason=reason, detail=detail[:120])
+
+    async def _tick_loop(self) -> None:
+        assert self.membership is not None
+        while True:
+            now = time.time()
+            self._send_all(self.membership.tick(now))
+            self._after_membership()
+            self._sync_view()
+            delay = self.membership.next_deadline() - time.time()
+            await asyncio.sleep(min(max(delay, 0.005), self.config.probe_interval))
+
+    def _on_beacon_peer(self, node: bytes, address: str) -> None:
+        if self.membership is not None and self.membership.member(node) is None:
+            self.bus.add_peer(node, address)
+            self._send_all(self.membership.join([(node, address)], time.time()))
+
+    async def _join_loop(self) -> None:
+        """Handshake with every seed until at least one answers; keep retrying the others."""
+        assert self.membership is not None
+        pending = list(self.config.join)
+        delay = 0.2
+        while pending:
+            for seed in list(pending):
+                try:
+                    address = seed_address(seed)
+                    if address == self.bus.address:
+                        pending.remove(seed)
+                        continue
+                    peer = await self.bus.connect(address, timeout=2.0)
+                except MeshError as error:
+                    log.info("seed_unreachable", seed=seed, reason=str(error))
+                    continue
+                pending.remove(seed)
+                self._send_all(self.membership.join([(peer, address)], time.time()))
+                log.info("joined_via_seed", seed=seed, peer=node_id_to_text(peer)[:12])
+            if pending:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- state -------------------------------------------------------------------------------
+
+    def services_info(self) -> list[ServiceInfo]:
+        infos = [service.info() for service in self.server.services.values()]
+        return infos + self.clients.subscription_infos()
+
+    def state(self) -> NodeState:
+        return NodeState(
+            node_id=self.node_text,
+            name=self.name,
+            endpoints=[self.bus.address],
+            version=__version__,
+            started_at=self.started_at,
+            resources=self._resources,
+            services=self.services_info(),
+            requests_served=self.server.counters["served"],
+        )
+
+    def _publish_state(self) -> None:
+        assert self.membership is not None
+        # Versions must rise across restarts: others may still hold our last run's record.
+        self._record_version = max(
+            self._record_version + 1, int(time.time() * 1000), self.membership.own_record_floor + 1
+        )
+        state = self.state()
+        record = sign_record(self.identity, self._record_version, state)
+        self.membership.set_local_record(record)
+        self.view.set_record(self.node_id, self.node_text, state, self._record_version, time.time())
+
+    def state_changed(self) -> None:
+        """Something advertised changed (an agent registered): publish a new record soon."""
+        self._state_dirty.set()
+
+    async def _state_loop(self) -> None:
+        refresh = self.config.state_refresh_s
+        last_probe = time.time()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(refresh):
+                    await self._state_dirty.wait()
+            self._state_dirty.clear()
+            if time.time() - last_probe > 5.0:
+                self._resources = await asyncio.to_thread(resources.probe, self.config.capacity)
+                last_probe = time.time()
+            self._publish_state()
+
+    # -- reports -----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        return {
+            "node_id": self.node_text,
+            "name": self.name,
+            "version": __version__,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "address": self.bus.address,
+            "control": self.control.address,
+            "incarnation": self.membership.incarnation if self.membership else 0,
+            "members_alive": sum(1 for p in self.view.peers.values() if p.state == "alive"),
+            "resources": self._resources,
+            "services": self.services_info(),
+            "counters": {
+                "rejections": dict(
+                    Counter(self.bus.rejections)
+                    + self.rejections
+                    + self.control.rejections
+                    + (self.membership.rejections if self.membership else Counter())
+                ),
+                "requests": {
+                    "entered": self.router.counters["requests"],
+                    "served": self.server.counters["served"],
+                    "rerouted": self.router.counters["rerouted"],
+                    "retried": self.router.counters["retried"],
+                    "resumed": self.router.counters["resumed"],
+                    "failed": self.router.counters["failed"],
+                    "refused_busy": self.server.counters["busy"],
+                    "access_denied": self.server.counters["access_denied"],
+                },
+                "bus": dict(self.bus.stats),
+            },
+        }
+
+    def peers(self) -> list[dict[str, object]]:
+        self._sync_view() if self.membership else None
+        now = time.time()
+        rows: list[dict[str, object]] = []
+        for peer in self.view.peers.values():
+            record = peer.record
+            gpus = record.resources.gpus if record else []
+            rows.append(
+                {
+                    "node_id": peer.node_text,
+                    "name": record.name if record else "",
+                    "state": "alive" if peer.node == self.node_id else peer.state,
+                    "incarnation": peer.incarnation
+                    if peer.node != self.node_id or self.membership is None
+                    else self.membership.incarnation,
+                    "address": peer.address,
+                    "self": peer.node == self.node_id,
+                    "gpus": [gpu.name for gpu in gpus],
+                    "free_memory_mb": sum(gpu.memory_free_mb for gpu in gpus)
+                    if gpus
+                    else (record.resources.ram_free_mb if record else 0),
+                    "cpu_cores": record.resources.cpu_cores if record else 0,
+                    "services": record.services if record else [],
+                    "load": {
+                        info.name: {
+                            "queue": info.load.queue_depth,
+                            "in_flight": info.load.in_flight,
+                            "service_ms": round(info.load.ewma_service_ms, 1),
+                        }
+                        for info in (record.services if record else [])
+                    },
+                    "last_heard_s": 0.0
+                    if peer.node == self.node_id
+                    else round(max(0.0, now - peer.last_heard), 2)
+                    if peer.last_heard
+                    else None,
+                }
+            )
+        return rows
+
+
+class _Stop(Exception):
+    """Raised inside the task group to stop every loop."""
+
+
+def _allowlist(texts: list[str]) -> set[bytes] | None:
+    if not texts:
+        return None
+    from llmnode.bus.identity import node_id_from_text  # noqa: PLC0415
+
+    return {node_id_from_text(text) for text in texts}

@@ -1,0 +1,397 @@
+"""The calling side of the request path: choose a node, send, re-route, retry, resume (no sockets).
+
+A request enters the mesh at this node. The router asks the scheduler for the node that will answer
+soonest, sends the request (or runs it here when this node is the best), and follows it: ``Busy``
+re-routes, a node that dies or stalls is retried elsewhere within the deadline, and a generation
+stream that loses its node resumes on another from the last token delivered, so the caller sees
+one unbroken stream. Cancelling the caller's task cancels the work on the serving node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from llmnode.errors import (
+    AccessDenied,
+    Busy,
+    DeadlineExceeded,
+    MeshError,
+    NoCapacity,
+    UnknownAgent,
+    error_from_code,
+)
+from llmnode.log import get_logger
+from llmnode.nodes.scheduler import InFlightLedger, choose
+from llmnode.nodes.server import RequestServer
+from llmnode.nodes.service import ServiceCall
+from llmnode.nodes.view import MeshView
+from llmnode.schemas.base import WireMessage
+from llmnode.schemas.inference import GenerateRequest, GenerateResult, TokenChunk
+from llmnode.schemas.requests import Accept, Cancel, Chunk, ErrorReply, Refuse, Request, Result
+
+log = get_logger(__name__)
+
+OnChunk = Callable[[bytes], Awaitable[None]]
+Send = Callable[[bytes, WireMessage], bool]
+_RESUMABLE = ("generate", "chat")
+_PEER_DOWN = object()
+
+
+class _AttemptFailed(Exception):
+    def __init__(self, reason: str, accepted: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.accepted = accepted
+
+
+@dataclass
+class _Stream:
+    """What a generation stream has delivered so far, for resumption elsewhere."""
+
+    token_ids: list[int] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+
+
+class Router:
+    def __init__(
+        self,
+        self_id: bytes,
+        self_text: str,
+        view: MeshView,
+        server: RequestServer,
+        send: Send,
+        *,
+        heartbeat_s: float = 1.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._self_id = self_id
+        self._self_text = self_text
+        self._view = view
+        self._server = server
+        self._send = send
+        self.rng = rng or random.Random()
+        self._accept_timeout = max(0.5, 2.0 * heartbeat_s)
+        self._stall_timeout = max(1.0, 3.0 * heartbeat_s)
+        self._pending: dict[bytes, tuple[bytes, asyncio.Queue[object]]] = {}
+        self.ledger = InFlightLedger()
+        self.counters: Counter[str] = Counter()
+
+    # -- inbound ------------------------------------------------------------------------------
+
+    def on_reply(
+        self, sender: bytes, message: Accept | Refuse | Chunk | Result | ErrorReply
+    ) -> None:
+        pending = self._pending.get(message.id)
+        if pending is None or pending[0] != sender:
+            self.counters["stray_reply"] += 1
+            return
+        pending[1].put_nowait(message)
+
+    def on_peer_down(self, node: bytes) -> None:
+        for target, queue in self._pending.values():
+            if target == node:
+                queue.put_nowait(_PEER_DOWN)
+        self.ledger.forget(node)
+
+    # -- the call -----------------------------------------------------------------------------
+
+    async def call(
+        self,
+        service: str,
+        method: str,
+        payload: bytes,
+        *,
+        timeout: float,
+        stream: bool = False,
+        idempotent: bool = True,
+        caller: str = "",
+        on_chunk: OnChunk | None = None,
+    ) -> bytes:
+        """Route one request; returns the final result bytes or raises a typed MeshError."""
+        deadline = time.time() + timeout
+        self.counters["requests"] += 1
+        only: bytes | None = None
+        if "@" in service:
+            service, _, node_name = service.partition("@")
+            only = self._view.resolve(node_name)
+            if only is None:
+                self.counters["failed"] += 1
+                raise UnknownAgent(f"no node named {node_name!r} in the mesh")
+        resumable = stream and method in _RESUMABLE
+        delivered = _Stream()
+
+        async def deliver(data: bytes) -> None:
+            if resumable:
+                chunk = msgspec.msgpack.decode(data, type=TokenChunk)
+                delivered.token_ids.extend(chunk.token_ids)
+                delivered.text.append(chunk.text)
+            if on_chunk is not None:
+                await on_chunk(data)
+
+        exclude: set[bytes] = set()
+        attempts = 0
+        last_error: MeshError | None = None
+        try:
+            while True:
+                remaining = deadline - time.time()
+                if remaining <= 0:
+                    raise (
+                        last_error
+                        if isinstance(last_error, NoCapacity)
+                        else DeadlineExceeded(f"no answer from {service!r} within {timeout:.1f} s")
+                    )
+                candidates = self._view.candidates(service, only)
+                if not candidates:
+                    if (
+                        not self._view.advertised_anywhere(service)
+                        and attempts == 0
+                        and (timeout - remaining > min(2.0, timeout / 2))
+                    ):
+                        raise UnknownAgent(f"no agent or model named {service!r} in the mesh")
+                    await asyncio.sleep(min(0.05, remaining))
+                    continue
+                try:
+                    choice = choose(
+                        candidates, self.ledger, time.time(), self.rng, exclude=frozenset(exclude)
+                    )
+                except NoCapacity as error:
+                    last_error = error
+                    exclude.clear()  # everyone refused: wait a little, then try them all again
+                    await asyncio.sleep(min(0.05 * (1 + attempts), max(0.0, remaining)))
+                    attempts += 1
+                    continue
+                attempts += 1
+                current = payload
+                if resumable and delivered.token_ids:
+                    current = _resume_payload(payload, delivered)
+                try:
+                    result = await self._attempt(
+                        choice.node,
+                        service,
+                        method,
+                        current,
+                        deadline,
+                        stream,
+                        idempotent,
+                        caller,
+                        deliver,
+                    )
+                except Busy as error:
+                    last_error = NoCapacity(f"every node serving {service!r} is busy ({error})")
+                    self.counters["rerouted"] += 1
+                    exclude.add(choice.node)
+                    continue
+                except UnknownAgent:
+                    exclude.add(choice.node)
+                    self.counters["rerouted"] += 1
+                    continue
+                except _AttemptFailed as failure:
+                    exclude.add(choice.node)
+                    if failure.accepted and not idempotent:
+                        raise MeshError(
+                            f"node serving {service!r} failed ({failure.reason}) after accepting "
+                            "a request that is not idempotent; not retried"
+                        ) from None
+                    if (
+                        (delivered.token_ids
+                        and not resumable)
+                        or (stream and not resumable and delivered.text)
+                    ):
+                        raise MeshError(f"stream from {service!r} lost its node") from None
+                    self.counters["retried"] += 1
+                    if resumable and delivered.token_ids:
+                        self.counters["resumed"] += 1
+                    log.info("request_retried", service=service, reason=failure.reason)
+                    continue
+                if resumable and delivered.token_ids:
+                    result = _merge_result(result, delivered)
+                return result
+        except (asyncio.CancelledError, MeshError):
+            self.counters["failed"] += 1
+            raise
+
+    async def _attempt(
+        self,
+        node: bytes,
+        service: str,
+        method: str,
+        payload: bytes,
+        deadline: float,
+        stream: bool,
+        idempotent: bool,
+        caller: str,
+        deliver: OnChunk,
+    ) -> bytes:
+        request_id = os.urandom(16)
+        started = time.time()
+        self.ledger.sent(node, service, request_id, started)
+        finished_ok = False
+        try:
+            if node == self._self_id:
+                result = await self._local(
+                    request_id, service, method, payload, deadline, stream, caller, deliver
+                )
+            else:
+                result = await self._remote(
+                    node,
+                    request_id,
+                    service,
+                    method,
+                    payload,
+                    deadline,
+                    stream,
+                    idempotent,
+                    caller,
+                    deliver,
+                )
+            finished_ok = True
+            return result
+        finally:
+            if finished_ok:
+                self.ledger.finished(
+                    node,
+                    service,
+                    request_id,
+                    time.time(),
+                    service_ms=(time.time() - started) * 1000.0,
+                )
+            else:
+                self.ledger.refused(node, service, request_id)
+
+    async def _local(
+        self,
+        request_id: bytes,
+        service: str,
+        method: str,
+        payload: bytes,
+        deadline: float,
+        stream: bool,
+        caller: str,
+        deliver: OnChunk,
+    ) -> bytes:
+        target = self._server.admit(service, self._self_text)
+        call = ServiceCall(
+            request_id=request_id,
+            service=service,
+            method=method,
+            payload=payload,
+            deadline=deadline,
+            caller_node=self._self_text,
+            caller=caller,
+            stream=stream,
+        )
+        self._server.counters["local"] += 1
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.time())):
+                result = await target.call(call, deliver)
+        except TimeoutError:
+            raise DeadlineExceeded(f"{service!r} did not finish before the deadline") from None
+        self._server.counters["served"] += 1
+        return result
+
+    async def _remote(
+        self,
+        node: bytes,
+        request_id: bytes,
+        service: str,
+        method: str,
+        payload: bytes,
+        deadline: float,
+        stream: bool,
+        idempotent: bool,
+        caller: str,
+        deliver: OnChunk,
+    ) -> bytes:
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        self._pending[request_id] = (node, queue)
+        request = Request(
+            id=request_id,
+            service=service,
+            method=method,
+            payload=payload,
+            deadline=deadline,
+            idempotent=idempotent,
+            stream=stream,
+            caller=caller,
+        )
+        sent_at = time.time()
+        accepted = False
+        expected_seq = 0
+        try:
+            if not self._send(node, request):
+                raise _AttemptFailed("send_failed", accepted=False)
+            while True:
+                wait = self._stall_timeout if accepted else self._accept_timeout
+                wait = min(wait, deadline - time.time())
+                if wait <= 0:
+                    raise DeadlineExceeded(f"{service!r} did not answer before the deadline")
+                try:
+                    message = await asyncio.wait_for(queue.get(), wait)
+                except TimeoutError:
+                    if time.time() >= deadline:
+                        raise DeadlineExceeded(
+                            f"{service!r} did not answer before the deadline"
+                        ) from None
+                    raise _AttemptFailed("stalled" if accepted else "no_answer", accepted) from None
+                if message is _PEER_DOWN:
+                    raise _AttemptFailed("peer_down", accepted)
+                if isinstance(message, Accept):
+                    if not accepted:
+                        self._view.observe_rtt(node, (time.time() - sent_at) * 1000.0)
+                    accepted = True
+                elif isinstance(message, Chunk):
+                    accepted = True
+                    if message.seq < expected_seq:
+                        continue  # duplicate
+                    expected_seq = message.seq + 1
+                    await deliver(message.data)
+                elif isinstance(message, Result):
+                    return message.data
+                elif isinstance(message, Refuse):
+                    if message.code == "busy":
+                        raise Busy(message.message)
+                    if message.code == "access_denied":
+                        raise AccessDenied(message.message)
+                    if message.code == "unknown_agent":
+                        raise UnknownAgent(message.message)
+                    raise error_from_code(message.code, message.message)
+                elif isinstance(message, ErrorReply):
+                    raise error_from_code(message.code, message.message)
+        except asyncio.CancelledError:
+            self._send(node, Cancel(id=request_id))
+            raise
+        except _AttemptFailed:
+            self._send(node, Cancel(id=request_id))
+            raise
+        finally:
+            self._pending.pop(request_id, None)
+
+
+def _resume_payload(payload: bytes, delivered: _Stream) -> bytes:
+    request = msgspec.msgpack.decode(payload, type=GenerateRequest)
+    resumed = msgspec.structs.replace(
+        request,
+        resume_token_ids=[*request.resume_token_ids, *delivered.token_ids],
+        max_tokens=max(1, request.max_tokens - len(delivered.token_ids)),
+    )
+    return msgspec.msgpack.encode(resumed)
+
+
+def _merge_result(data: bytes, delivered: _Stream) -> bytes:
+    """The final result of a resumed stream covers the whole stream: every chunk, all attempts."""
+    result = msgspec.msgpack.decode(data, type=GenerateResult)
+    merged = msgspec.structs.replace(
+        result,
+        text="".join(delivered.text),
+        completion_tokens=len(delivered.token_ids),
+        token_ids=list(delivered.token_ids),
+    )
+    return msgspec.msgpack.encode(merged)

@@ -1,0 +1,148 @@
+"""The serving side of the request path: admission, running hosted services, replies (no sockets).
+
+A request for a hosted service is admitted or refused (``Busy`` when its queue is full, unknown
+service, access denied); admitted ones run as tasks that emit chunks and a final result through a
+``reply`` callable (the bus for remote callers, a queue for local ones). A running request keeps
+its caller informed with periodic ``Accept`` heartbeats, so a caller can tell a slow node from a
+dead one. Cancellation and deadlines reach the service by cancelling its task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from llmnode.errors import AccessDenied, Busy, DeadlineExceeded, MeshError, UnknownAgent
+from llmnode.log import get_logger
+from llmnode.nodes.service import Service, ServiceCall
+from llmnode.schemas.base import WireMessage
+from llmnode.schemas.requests import Accept, Chunk, ErrorReply, Refuse, Request, Result
+
+log = get_logger(__name__)
+
+Reply = Callable[[WireMessage], bool]
+
+
+class RequestServer:
+    """Runs requests for the services this node hosts."""
+
+    def __init__(self, node_id_text: str, *, heartbeat_s: float = 1.0) -> None:
+        self._node_id_text = node_id_text
+        self._heartbeat_s = heartbeat_s
+        self.services: dict[str, Service] = {}
+        self._running: dict[tuple[bytes, bytes], asyncio.Task[None]] = {}
+        self.counters: Counter[str] = Counter()
+
+    def admit(self, service_name: str, caller_node: str) -> Service:
+        """The service, if this request may start now; raises the typed refusal otherwise."""
+        service = self.services.get(service_name)
+        if service is None:
+            raise UnknownAgent(f"no service {service_name!r} on this node")
+        info = service.info()
+        if info.allow and caller_node not in info.allow and caller_node != self._node_id_text:
+            self.counters["access_denied"] += 1
+            raise AccessDenied(f"node {caller_node[:12]} may not call {service_name!r}")
+        load = info.load
+        if load.queue_depth >= load.queue_limit:
+            self.counters["busy"] += 1
+            raise Busy(f"{service_name!r} is busy ({load.queue_depth} queued)")
+        return service
+
+    def handle(self, caller: bytes, caller_text: str, request: Request, reply: Reply) -> None:
+        """Admit ``request`` from node ``caller`` and start it, or refuse it."""
+        key = (caller, request.id)
+        if key in self._running:  # a duplicate frame of a request already running
+            return
+        try:
+            if request.deadline <= time.time():
+                raise DeadlineExceeded("deadline passed before the request arrived")
+            service = self.admit(request.service, caller_text)
+        except MeshError as error:
+            reply(
+                Refuse(id=request.id, code=getattr(error, "code", "mesh_error"), message=str(error))
+            )
+            return
+        reply(Accept(id=request.id))
+        call = ServiceCall(
+            request_id=request.id,
+            service=request.service,
+            method=request.method,
+            payload=request.payload,
+            deadline=request.deadline,
+            caller_node=caller_text,
+            caller=request.caller,
+            stream=request.stream,
+        )
+        task = asyncio.create_task(
+            self._run(service, call, reply), name=f"serve-{request.id.hex()}"
+        )
+        self._running[key] = task
+        task.add_done_callback(lambda _: self._running.pop(key, None))
+
+    async def _run(self, service: Service, call: ServiceCall, reply: Reply) -> None:
+        sequence = 0
+
+        async def emit(data: bytes) -> None:
+            nonlocal sequence
+            reply(Chunk(id=call.request_id, seq=sequence, data=data))
+            sequence += 1
+
+        heartbeat = asyncio.create_task(self._heartbeat(call.request_id, reply))
+        try:
+            async with asyncio.timeout_at(_loop_deadline(call.deadline)):
+                result = await service.call(call, emit)
+            reply(Result(id=call.request_id, data=result, chunks=sequence))
+            self.counters["served"] += 1
+        except TimeoutError:
+            self.counters["deadline"] += 1
+            reply(ErrorReply(id=call.request_id, code="deadline", message="deadline exceeded"))
+        except asyncio.CancelledError:
+            self.counters["cancelled"] += 1
+            raise
+        except MeshError as error:
+            self.counters["failed"] += 1
+            reply(ErrorReply(id=call.request_id, code=error.code, message=str(error)))
+        except Exception as error:
+            self.counters["failed"] += 1
+            log.exception("service_call_failed", service=call.service, method=call.method)
+            reply(
+                ErrorReply(
+                    id=call.request_id,
+                    code="handler",
+                    message=f"{type(error).__name__}: {error}",
+                )
+            )
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(self, request_id: bytes, reply: Reply) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            reply(Accept(id=request_id))
+
+    def cancel(self, caller: bytes, request_id: bytes) -> bool:
+        task = self._running.get((caller, request_id))
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    async def close(self) -> None:
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for service in list(self.services.values()):
+            await service.close()
+
+
+def _loop_deadline(deadline: float) -> float:
+    """Convert a unix-time deadline to the event loop's clock."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + max(0.0, deadline - time.time())
