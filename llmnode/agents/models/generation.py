@@ -288,7 +288,7 @@ class GenerationRuntime:
 
     def load(self) -> ServiceLoad:
         with self._condition:
-            active = sum(1 for row in self._rows if not row.cancelled)
+            active = sum(1 for row in self._rows if not row.finished)
             waiting = len(self._pending)
         return ServiceLoad(
             slots=self.max_batch_size,
