@@ -43,7 +43,8 @@ class EchoNode:
 def launch_echo_node(
     mesh_key_text: str, log_path: Path, allow: list[bytes] | None = None, window: float = 60.0
 ) -> EchoNode:
-    command = [sys.executable, str(ECHO_NODE), "--mesh-key", mesh_key_text, "--window", str(window)]
+    # "--mesh-key=TEXT": urlsafe base64 may start with "-", which argparse takes for an option
+    command = [sys.executable, str(ECHO_NODE), f"--mesh-key={mesh_key_text}", f"--window={window}"]
     if allow:
         command += ["--allow", ",".join(node_id.hex() for node_id in allow)]
     with log_path.open("wb") as log_file:
