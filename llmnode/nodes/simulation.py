@@ -11,12 +11,14 @@ the bytes are counted in :attr:`Simulation.bytes_sent`. Used by tests and benchm
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from llmnode.bus.memory import MemoryNetwork
 from llmnode.nodes.membership import MemberEvent, Membership, MembershipConfig, Outbound
+from llmnode.nodes.membership.config import suspicion_timeout
 from llmnode.schemas.membership import MemberSnapshot, PushPull, SignedRecord
 from llmnode.schemas.messages import decode, encode
 
@@ -34,6 +36,25 @@ def node_address(index: int) -> str:
 
 def accept_any_record(record: SignedRecord) -> bool:
     return True
+
+
+def epidemic_rounds(members: int, fanout: int, fraction: float = 0.999) -> float:
+    """Rounds for a push epidemic to reach ``fraction`` of ``members``: solves
+    fraction = 1 / (1 + (N + 1) · e^(−fanout · r / 2)) for r."""
+    return 2.0 / fanout * math.log((members + 1) / (1.0 / fraction - 1.0))
+
+
+def detection_bound(config: MembershipConfig, members: int) -> float:
+    """Seconds within which every live member should declare a crashed node dead: until
+    someone probes it (at most min(N−1, 10) probe intervals: round-robin probing hits each
+    member once per N−1 intervals per prober, and with many probers a miss for 10 intervals
+    has odds e^−10), the failed probe itself (one interval), the maximum suspicion timeout,
+    and 1.5× the epidemic model's rounds to spread the Dead item."""
+    first_probe = min(members - 1, 10) * config.probe_interval + config.probe_interval
+    minimum = suspicion_timeout(config.suspicion_multiplier, members, config.probe_interval)
+    maximum = config.suspicion_max_timeout_multiplier * minimum
+    spread = 1.5 * epidemic_rounds(members, config.gossip_nodes) * config.gossip_interval
+    return first_probe + maximum + spread
 
 
 @dataclass
