@@ -382,7 +382,7 @@ def simulate(policy: str, load: float, requests: int, seed: int) -> dict[str, An
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=30_000, help="requests per run")
+    parser.add_argument("--requests", type=int, default=50_000, help="requests per run")
     parser.add_argument("--seed", type=int, default=1)
     arguments = parser.parse_args()
 
