@@ -39,8 +39,8 @@ async def _received(mesh: Mesh, agent: str) -> list[dict[str, Any]]:
     return received
 
 
-async def _until(condition: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
+async def _until(condition: Any, within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
     while not await condition():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
@@ -167,6 +167,7 @@ async def test_replicas_share_load_and_requests_survive_killing_one(
     results: list[dict[str, Any]] = []
     async with connect(trio["a"].data_dir) as mesh:
         gate = asyncio.Semaphore(8)
+        third_done = asyncio.Event()
 
         async def one(n: int) -> None:
             async with gate:
@@ -174,10 +175,11 @@ async def test_replicas_share_load_and_requests_survive_killing_one(
                     "worker", {"type": "work", "n": n, "seconds": 0.1}, timeout=30
                 )
                 results.append(reply)
+                if len(results) >= total // 3:
+                    third_done.set()
 
         tasks = [asyncio.create_task(one(n)) for n in range(total)]
-        while len(results) < total // 3:
-            await asyncio.sleep(0.02)
+        await third_done.wait()
         before_kill = {r["node_id"] for r in results}
         await asyncio.to_thread(module_cluster.kill, trio["c"])
         await asyncio.gather(*tasks)
