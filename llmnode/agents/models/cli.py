@@ -5,6 +5,10 @@ A Typer sub-app; the top-level CLI mounts it. Commands parse arguments and call 
 printed as one line on stderr with exit status 1.
 """
 
+# Heavy libraries (onnxruntime, optimum, transformers, torch, tqdm) are imported inside the
+# functions that need them, so `import llmnode` stays fast.
+# ruff: noqa: PLC0415
+
 from __future__ import annotations
 
 import functools
@@ -22,8 +26,10 @@ app = typer.Typer(no_args_is_help=True, help="Pull, export, list and remove ONNX
 
 StoreOption = Annotated[
     Path | None,
-    typer.Option("--store", help="model store folder (default $LLMNODE_MODEL_STORE or "
-                 "~/.cache/llmnode/models)"),
+    typer.Option(
+        "--store",
+        help="model store folder (default $LLMNODE_MODEL_STORE or ~/.cache/llmnode/models)",
+    ),
 ]
 QuantizeOption = Annotated[
     str | None, typer.Option("--quantize", help="int8: ONNX Runtime dynamic quantisation")
@@ -61,8 +67,9 @@ def _show_stored(manifest: Any, store: Any) -> None:
 @app.command()
 @_one_line_errors
 def pull(
-    source: Annotated[str, typer.Argument(help="a default model name, a directory, a .gguf "
-                                          "file or a hub id")],
+    source: Annotated[
+        str, typer.Argument(help="a default model name, a directory, a .gguf file or a hub id")
+    ],
     quantize: QuantizeOption = None,
     name: NameOption = None,
     store: StoreOption = None,

@@ -6,6 +6,10 @@ ONNX Runtime in one batch, mean-pools the hidden states under the attention mask
 L2-normalises them. Results reach each caller's event loop with ``call_soon_threadsafe``.
 """
 
+# Heavy libraries (onnxruntime, optimum, transformers, torch, tqdm) are imported inside the
+# functions that need them, so `import llmnode` stays fast.
+# ruff: noqa: PLC0415
+
 from __future__ import annotations
 
 import asyncio
@@ -75,7 +79,7 @@ class EmbeddingRuntime:
             folder / manifest.model_file, prefer_gpu=prefer_gpu, threads=threads
         )
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(folder)
+            self.tokenizer = AutoTokenizer.from_pretrained(folder)  # type: ignore[no-untyped-call]
         except (OSError, ValueError) as error:
             raise ModelError(f"cannot load the tokenizer of {name!r}: {error}") from error
         self._input_names = {item.name for item in self.session.get_inputs()}

@@ -7,6 +7,10 @@ returns ``present``; ``feature-extraction`` for embeddings), optionally quantise
 Runtime's dynamic quantisation (QInt8 weights), and committed to the store atomically.
 """
 
+# Heavy libraries (onnxruntime, optimum, transformers, torch, tqdm) are imported inside the
+# functions that need them, so `import llmnode` stays fast.
+# ruff: noqa: PLC0415
+
 from __future__ import annotations
 
 import json
@@ -105,14 +109,14 @@ def load_pretrained(source: Source, task: str) -> tuple[Any, Any]:
     try:
         if source.kind == "hub":
             try:
-                tokenizer = transformers.AutoTokenizer.from_pretrained(
+                tokenizer = transformers.AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
                     location, local_files_only=True
                 )
                 model = model_class.from_pretrained(location, local_files_only=True)
                 return model, tokenizer
             except OSError:
                 _check_hub_reachable(location)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(location, **kwargs)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(location, **kwargs)  # type: ignore[no-untyped-call]
         model = model_class.from_pretrained(location, **kwargs)
     except ModelError:
         raise

@@ -13,6 +13,10 @@ the slot at once; the worker drops the row at its next step. Resumption: ``resum
 ``max_tokens``, so a greedy resumed run continues the interrupted one exactly.
 """
 
+# Heavy libraries (onnxruntime, optimum, transformers, torch, tqdm) are imported inside the
+# functions that need them, so `import llmnode` stays fast.
+# ruff: noqa: PLC0415
+
 from __future__ import annotations
 
 import asyncio
@@ -23,7 +27,6 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -168,7 +171,7 @@ class GenerationRuntime:
             folder / manifest.model_file, prefer_gpu=prefer_gpu, threads=threads
         )
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(folder)
+            self.tokenizer = AutoTokenizer.from_pretrained(folder)  # type: ignore[no-untyped-call]
         except (OSError, ValueError) as error:
             raise ModelError(f"cannot load the tokenizer of {name!r}: {error}") from error
         config = json.loads((folder / "config.json").read_text())

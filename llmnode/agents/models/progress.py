@@ -4,6 +4,10 @@ A thin wrapper over ``tqdm`` that is silent when disabled or when stderr is not 
 unless asked, so library callers and tests get no noise.
 """
 
+# Heavy libraries (onnxruntime, optimum, transformers, torch, tqdm) are imported inside the
+# functions that need them, so `import llmnode` stays fast.
+# ruff: noqa: PLC0415
+
 from __future__ import annotations
 
 import sys

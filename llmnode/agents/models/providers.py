@@ -4,6 +4,10 @@ Does I/O (reads the model file, probes the CUDA driver). ORT silently falls back
 CUDA provider cannot load, so the provider actually used is read back from the session.
 """
 
+# Heavy libraries (onnxruntime, optimum, transformers, torch, tqdm) are imported inside the
+# functions that need them, so `import llmnode` stays fast.
+# ruff: noqa: PLC0415
+
 from __future__ import annotations
 
 import ctypes

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import msgspec
 
+from llmnode.agents.models.progress import Progress
 from llmnode.errors import ModelError
 from llmnode.log import get_logger
 
@@ -222,8 +223,6 @@ class ModelStore:
             raise ModelError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
         files = sorted(p for p in temp.rglob("*") if p.is_file() and p.name != MANIFEST)
         entries: list[FileEntry] = []
-        from llmnode.agents.models.progress import Progress
-
         with Progress(f"hashing {name}", total=len(files), enabled=progress) as bar:
             for file_path in files:
                 entries.append(

@@ -5,6 +5,10 @@ No hub: a byte-level BPE tokenizer is trained on a few sentences and wrapped as 
 random weights (a large initialiser range, so greedy choices are far from ties).
 """
 
+# Heavy libraries (onnxruntime, optimum, transformers, torch, tqdm) are imported inside the
+# functions that need them, so `import llmnode` stays fast.
+# ruff: noqa: PLC0415
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,7 +47,7 @@ def build_tiny_tokenizer(vocab_size: int = 384) -> object:
         show_progress=False,
     )
     tokenizer.train_from_iterator(CORPUS, trainer=trainer)
-    return PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tokenizer,
         bos_token="<|endoftext|>",
         eos_token="<|endoftext|>",
@@ -64,12 +68,12 @@ def build_tiny_causal_lm(directory: str | Path, arch: str = "gpt2", seed: int = 
     common = {"vocab_size": vocab_size, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
     config: transformers.PretrainedConfig
     if arch == "gpt2":
-        config = transformers.GPT2Config(
+        config = transformers.GPT2Config(  # type: ignore[no-untyped-call]
             n_layer=2, n_embd=64, n_head=4, n_positions=1024, initializer_range=0.2, **common
         )
         model_class: type = transformers.GPT2LMHeadModel
     elif arch == "llama":
-        config = transformers.LlamaConfig(
+        config = transformers.LlamaConfig(  # type: ignore[no-untyped-call]
             hidden_size=64,
             intermediate_size=128,
             num_hidden_layers=2,

@@ -34,8 +34,9 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelStore, di
     sources: dict[str, Path] = {}
     for arch in ("gpt2", "llama"):
         sources[arch] = build_tiny_causal_lm(root / "sources" / arch, arch=arch, seed=0)
-        export(str(sources[arch]), store, task="text-generation", name=f"tiny-{arch}",
-               progress=False)
+        export(
+            str(sources[arch]), store, task="text-generation", name=f"tiny-{arch}", progress=False
+        )
     return store, sources
 
 
@@ -45,7 +46,8 @@ def tiny_runtimes(
 ) -> Iterator[dict[str, GenerationRuntime]]:
     store, _ = tiny_store
     runtimes = {
-        arch: GenerationRuntime(store, f"tiny-{arch}", max_batch_size=4) for arch in ("gpt2", "llama")
+        arch: GenerationRuntime(store, f"tiny-{arch}", max_batch_size=4)
+        for arch in ("gpt2", "llama")
     }
     yield runtimes
     for runtime in runtimes.values():

@@ -21,7 +21,9 @@ PROMPTS = [
 ARCHS = ["gpt2", "llama"]
 
 
-def torch_greedy(source: Path, runtime: GenerationRuntime, prompt: str, new_tokens: int) -> list[int]:
+def torch_greedy(
+    source: Path, runtime: GenerationRuntime, prompt: str, new_tokens: int
+) -> list[int]:
     import torch
     import transformers
 
@@ -90,17 +92,21 @@ async def test_seeded_sampling_is_reproducible_alone_and_in_a_batch(
     tiny_runtimes: dict[str, GenerationRuntime],
 ) -> None:
     runtime = tiny_runtimes["llama"]
-    request = GenerateRequest(prompt=PROMPTS[0], max_tokens=20, temperature=0.9, top_p=0.9,
-                              top_k=50, seed=1234)
+    request = GenerateRequest(
+        prompt=PROMPTS[0], max_tokens=20, temperature=0.9, top_p=0.9, top_k=50, seed=1234
+    )
     alone = await runtime.generate(request)
     again, *_ = await asyncio.gather(
         runtime.generate(request),
-        *[runtime.generate(GenerateRequest(prompt=p, max_tokens=20, temperature=1.0, seed=i))
-          for i, p in enumerate(PROMPTS[1:])],
+        *[
+            runtime.generate(GenerateRequest(prompt=p, max_tokens=20, temperature=1.0, seed=i))
+            for i, p in enumerate(PROMPTS[1:])
+        ],
     )
     other_seed = await runtime.generate(
-        GenerateRequest(prompt=PROMPTS[0], max_tokens=20, temperature=0.9, top_p=0.9,
-                        top_k=50, seed=99)
+        GenerateRequest(
+            prompt=PROMPTS[0], max_tokens=20, temperature=0.9, top_p=0.9, top_k=50, seed=99
+        )
     )
     assert again.token_ids == alone.token_ids
     assert other_seed.token_ids != alone.token_ids
@@ -132,8 +138,9 @@ async def test_streamed_text_equals_the_decoded_tokens(
     async for chunk in runtime.stream(GenerateRequest(prompt=PROMPTS[2], max_tokens=40)):
         texts.append(chunk.text)
         ids.extend(chunk.token_ids)
-    assert "".join(texts) == runtime.tokenizer.decode(ids, skip_special_tokens=True,
-                                                      clean_up_tokenization_spaces=False)
+    assert "".join(texts) == runtime.tokenizer.decode(
+        ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+    )
 
 
 async def test_generation_stops_at_a_stop_string_and_excludes_it(
