@@ -58,7 +58,7 @@ def raw_sockets(context: zmq.asyncio.Context) -> tuple[zmq.asyncio.Socket, str]:
 
 
 def raw_dealer(context: zmq.asyncio.Context, address: str) -> Any:
-    dealer = zmq.Context.shadow(context.underlying).socket(zmq.DEALER)
+    dealer: Any = zmq.Context.shadow(context.underlying).socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
     dealer.setsockopt(zmq.SNDTIMEO, 0)
     dealer.setsockopt(zmq.IMMEDIATE, 1)
