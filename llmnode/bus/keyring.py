@@ -56,6 +56,11 @@ class MeshKeyRing:
         return crypto.random_bytes(crypto.MESH_KEY_BYTES)
 
     @staticmethod
+    def key_id(key: bytes) -> bytes:
+        """The 4-byte id frames carry for ``key`` (same as the module's :func:`key_id`)."""
+        return crypto.key_id(key)
+
+    @staticmethod
     def key_to_text(key: bytes) -> str:
         return encode_key_text(key)
 
