@@ -1,0 +1,1 @@
+"""Example llmnode applications (run them with ``python -m examples.NAME``)."""
