@@ -90,8 +90,11 @@ def pull(
 def export(
     source: Annotated[str, typer.Argument(help="a directory, a .gguf file or a hub id")],
     task: Annotated[
-        str, typer.Option("--task", help="text-generation or feature-extraction")
-    ] = "text-generation",
+        str | None,
+        typer.Option(
+            "--task", help="text-generation or feature-extraction (default: from the config)"
+        ),
+    ] = None,
     quantize: QuantizeOption = None,
     name: NameOption = None,
     store: StoreOption = None,
