@@ -178,7 +178,11 @@ class Bus:
             connect(address)
 
     def forget_peer(self, node_id: bytes) -> None:
-        self._peers.pop(node_id, None)
+        """Stop sending to ``node_id`` (it left or died); its connection is closed."""
+        address = self._peers.pop(node_id, None)
+        disconnect = getattr(self._transport, "disconnect", None)
+        if address is not None and disconnect is not None and address not in self._peers.values():
+            disconnect(address)
 
     def peer_address(self, node_id: bytes) -> str | None:
         return self._peers.get(node_id)

@@ -91,3 +91,18 @@ async def test_send_to_an_unknown_peer_returns_false_and_is_counted() -> None:
         request = Request(id=b"r" * 16, service="s", method="m", payload=b"", deadline=0.0)
         assert bus.send(b"u" * 32, request) is False
         assert bus.stats["send_unknown_peer"] == 1
+
+
+async def test_forgotten_peer_is_unknown_and_its_socket_closed() -> None:
+    ring = MeshKeyRing.generate()
+    transport = ZmqTransport()
+    first = Bus(Identity.generate(), ring, transport)
+    second = Bus(Identity.generate(), ring, ZmqTransport())
+    async with first, second:
+        await first.connect(second.address)
+        assert transport.peer_sockets == 1
+        first.forget_peer(second.node_id)
+        assert first.peer_address(second.node_id) is None
+        assert transport.peer_sockets == 0
+        request = Request(id=b"r" * 16, service="s", method="m", payload=b"", deadline=0.0)
+        assert first.send(second.node_id, request) is False
