@@ -1,0 +1,304 @@
+"""Benchmark of agents and the SDK on two real nodes on 127.0.0.1 (does I/O: starts processes).
+
+One run measures:
+
+- request/reply between agents on two nodes: a ``Pinger`` agent on node A sends ``count``
+  requests (``concurrency`` in flight) to an ``Echo`` agent on node B; round trips per second and,
+  one at a time, the latency p50/p99. Path: agent -> control socket -> node A -> bus (sealed) ->
+  node B -> control socket -> agent, and back.
+  Baseline: raw pyzmq ROUTER/DEALER echo between two processes, same concurrency.
+- embed added latency: one sentence embedded with ``all-minilm-l6-v2`` through the SDK (SDK ->
+  control socket -> node A's ModelService -> runtime) vs the same runtime's ONNX session called
+  directly in this process (``embed_sync``); added = mesh - direct, p50 and p99.
+  Target: <= 1 ms added at p50.
+
+Usage: ``python benchmarks/agents.py [--quick]``. Needs the default MiniLM model in the test store
+(``$LLMNODE_TEST_STORE`` or ``~/.cache/llmnode/test-store``; pulled if missing). Prints one JSON
+object as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from llmnode.agents.agent import Agent, Context, handler
+from llmnode.agents.sdk import connect
+from llmnode.errors import MeshError
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-c", "from llmnode.cli import main; main()"]
+EMBED_MODEL = "all-minilm-l6-v2"
+SENTENCE = "The Danube flows through Vienna, the capital of Austria."
+
+
+# ---- the agents (nodes import this module as benchmarks.agents) -----------------------------
+
+
+class Echo(Agent):
+    name = "echo"
+    slots = 64
+    queue_limit = 4096
+
+    @handler
+    async def echo(self, message: dict[str, Any]) -> dict[str, Any]:
+        return message
+
+
+class Pinger(Agent):
+    name = "pinger"
+
+    @handler("bench")
+    async def bench(self, message: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        count = int(message["count"])
+        concurrency = int(message["concurrency"])
+        target = str(message["target"])
+        payload = {"type": "ping", "data": "x" * 100}
+        latencies: list[float] = []
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one() -> None:
+            async with gate:
+                started = time.perf_counter()
+                await ctx.request(target, payload, timeout=30)
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(count)))
+        return {"elapsed_s": time.perf_counter() - started, "latencies": latencies}
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def test_store_root() -> Path:
+    configured = os.environ.get("LLMNODE_TEST_STORE")
+    return Path(configured) if configured else Path.home() / ".cache" / "llmnode" / "test-store"
+
+
+def environment(mesh_key: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env["LLMNODE_MESH_KEY"] = mesh_key
+    env.pop("LLMNODE_DATA_DIR", None)
+    return env
+
+
+def start_node(
+    root: Path, name: str, mesh_key: str, seed: str | None, extra: list[str]
+) -> tuple[subprocess.Popen[bytes], Path]:
+    data_dir = root / name
+    subprocess.run(
+        [*CLI, "init", "--data-dir", str(data_dir), "--mesh-key", mesh_key],
+        check=True,
+        capture_output=True,
+        env=environment(mesh_key),
+    )
+    command = [
+        *CLI, "start", "--data-dir", str(data_dir), "--name", name, "--listen",
+        "tcp://127.0.0.1:0", "--no-beacon", "--probe-interval", "0.2", "--log-level", "warning",
+        *extra,
+    ]  # fmt: skip
+    if seed:
+        command += ["--join", seed]
+    log = (root / f"{name}.log").open("wb")
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env=environment(mesh_key), cwd=ROOT
+    )
+    return process, data_dir
+
+
+async def wait_ready(data_dir: Path, service: str | None = None, within: float = 120.0) -> str:
+    """The node's bus address once it answers (and sees ``service``, if given)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with contextlib.suppress(MeshError):
+            async with connect(data_dir) as mesh:
+                status = await mesh.status()
+                peers = await mesh.peers()
+                names = {s.get("name") for p in peers for s in p.get("services", [])}
+                names |= {s.get("name") for s in status.get("services", [])}
+                if service is None or service in names:
+                    return str(status["address"])
+        await asyncio.sleep(0.3)
+    raise SystemExit(f"node in {data_dir} not ready (service {service})")
+
+
+# ---- raw pyzmq baseline ----------------------------------------------------------------------
+
+
+def serve_raw() -> None:
+    async def run() -> None:
+        context = zmq.asyncio.Context()
+        socket = context.socket(zmq.ROUTER)
+        socket.setsockopt(zmq.LINGER, 0)
+        port = socket.bind_to_random_port("tcp://127.0.0.1")
+        print(port, flush=True)
+        while True:
+            frames = await socket.recv_multipart()
+            await socket.send_multipart(frames)
+
+    asyncio.run(run())
+
+
+async def raw_round_trips(count: int, concurrency: int) -> float:
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--serve-raw", stdout=asyncio.subprocess.PIPE
+    )
+    assert server.stdout is not None
+    port = int(await server.stdout.readline())
+    try:
+        context = zmq.asyncio.Context()
+        socket = context.socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.connect(f"tcp://127.0.0.1:{port}")
+        payload = b"x" * 200
+        for _ in range(100):
+            await socket.send(payload)
+            await socket.recv()
+        started = time.perf_counter()
+        sent = received = 0
+        while received < count:
+            while sent < count and sent - received < concurrency:
+                await socket.send(payload)
+                sent += 1
+            await socket.recv()
+            received += 1
+        elapsed = time.perf_counter() - started
+        socket.close(0)
+        context.term()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(server.wait(), 5)
+    return count / elapsed
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+
+async def run(quick: bool, mesh_key: str) -> dict[str, Any]:
+    from llmnode.agents.models import EmbeddingRuntime, ModelStore
+
+    store = ModelStore(test_store_root())
+    count = 500 if quick else 3000
+    serial = 100 if quick else 500
+    concurrency = 16
+    processes: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="llmnode-bench-agents-") as folder:
+        root = Path(folder)
+        try:
+            node_a, dir_a = start_node(
+                root, "a", mesh_key, None,
+                ["--agent", "benchmarks.agents:Pinger", "--model", EMBED_MODEL,
+                 "--model-store", str(store.root)],
+            )  # fmt: skip
+            processes.append(node_a)
+            address_a = await wait_ready(dir_a, "pinger")
+            node_b, dir_b = start_node(
+                root, "b", mesh_key, address_a.removeprefix("tcp://"),
+                ["--agent", "benchmarks.agents:Echo"],
+            )  # fmt: skip
+            processes.append(node_b)
+            await wait_ready(dir_b)
+            await wait_ready(dir_a, "echo")
+            async with connect(dir_a, name="bench") as mesh:
+                bench = {"type": "bench", "target": "echo@b", "data": ""}
+                await mesh.request("pinger", {**bench, "count": 200, "concurrency": 8}, timeout=60)
+                loaded = await mesh.request(
+                    "pinger", {**bench, "count": count, "concurrency": concurrency}, timeout=300
+                )
+                one_by_one = await mesh.request(
+                    "pinger", {**bench, "count": serial, "concurrency": 1}, timeout=300
+                )
+                # One sentence at a time, interleaved so both paths see the same machine load:
+                # through the mesh, the same model's ONNX session called directly in this
+                # process, and that runtime's own async path (its batching queue).
+                runtime = await asyncio.to_thread(EmbeddingRuntime, store, EMBED_MODEL)
+                mesh_ms: list[float] = []
+                direct_ms: list[float] = []
+                runtime_ms: list[float] = []
+                try:
+                    for _ in range(30):
+                        await mesh.embed(EMBED_MODEL, [SENTENCE])
+                        runtime.embed_sync([SENTENCE])
+                    for _ in range(serial):
+                        started = time.perf_counter()
+                        await mesh.embed(EMBED_MODEL, [SENTENCE])
+                        mesh_ms.append((time.perf_counter() - started) * 1000)
+                        started = time.perf_counter()
+                        runtime.embed_sync([SENTENCE])
+                        direct_ms.append((time.perf_counter() - started) * 1000)
+                        started = time.perf_counter()
+                        await runtime.embed([SENTENCE])
+                        runtime_ms.append((time.perf_counter() - started) * 1000)
+                finally:
+                    await asyncio.to_thread(runtime.close)
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            for process in processes:
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+    raw_per_s = await raw_round_trips(count, concurrency)
+    request_reply_per_s = count / loaded["elapsed_s"]
+    latencies_ms = [value * 1000 for value in one_by_one["latencies"]]
+    return {
+        "request_reply_per_s": round(request_reply_per_s, 1),
+        "request_reply_concurrency": concurrency,
+        "request_reply_serial_per_s": round(serial / one_by_one["elapsed_s"], 1),
+        "request_reply_p50_ms": round(statistics.median(latencies_ms), 3),
+        "request_reply_p99_ms": round(percentile(latencies_ms, 0.99), 3),
+        "baseline_raw_zmq_per_s": round(raw_per_s, 1),
+        "request_reply_vs_raw": round(request_reply_per_s / raw_per_s, 4),
+        "embed_mesh_p50_ms": round(statistics.median(mesh_ms), 3),
+        "embed_direct_p50_ms": round(statistics.median(direct_ms), 3),
+        "embed_runtime_async_p50_ms": round(statistics.median(runtime_ms), 3),
+        "embed_added_p50_ms": round(statistics.median(mesh_ms) - statistics.median(direct_ms), 3),
+        "embed_added_p99_ms": round(percentile(mesh_ms, 0.99) - percentile(direct_ms, 0.99), 3),
+        "embed_added_target_ms": 1.0,
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="agents and SDK benchmark")
+    parser.add_argument("--quick", action="store_true", help="fewer iterations")
+    parser.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.serve_raw:
+        with contextlib.suppress(KeyboardInterrupt):
+            serve_raw()
+        return
+    from llmnode.agents.models import ModelStore, ensure_models
+
+    ensure_models(ModelStore(test_store_root()), [EMBED_MODEL])
+    mesh_key = subprocess.run(
+        [*CLI, "init", "--print-mesh-key"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    result = asyncio.run(run(arguments.quick, mesh_key))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
