@@ -261,7 +261,13 @@ def start(
         float | None,
         typer.Option(help="Fault injection: delay every frame this node sends by N ms."),
     ] = None,
+    fault_slow_ms: Annotated[
+        float | None, typer.Option(help="Fault injection: delay every chunk this node streams by N ms.")
+    ] = None,
     model_slots: Annotated[int | None, typer.Option(help="Parallel streams per model.")] = None,
+    model_queue_limit: Annotated[
+        int | None, typer.Option(help="Waiting requests per model beyond which the node answers Busy.")
+    ] = None,
 ) -> None:
     """Run a node until SIGINT/SIGTERM, then leave the mesh gracefully."""
     from llmnode import log  # noqa: PLC0415
@@ -283,7 +289,9 @@ def start(
         "log_json": log_json,
         "probe_interval": probe_interval,
         "fault_delay_ms": fault_delay_ms,
+        "fault_slow_ms": fault_slow_ms,
         "model_slots": model_slots,
+        "model_queue_limit": model_queue_limit,
     }
     try:
         settings = load_config(config, overrides=overrides)

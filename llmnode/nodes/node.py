@@ -92,7 +92,11 @@ class Node:
         self.started_at = time.time()
         self.bus = Bus(identity, keyring, transport, allowlist=_allowlist(config.allowlist))
         self.view = MeshView(self.node_id, self.node_text)
-        self.server = RequestServer(self.node_text, heartbeat_s=config.probe_interval)
+        self.server = RequestServer(
+            self.node_text,
+            heartbeat_s=config.probe_interval,
+            slow_chunk_s=config.fault_slow_ms / 1000.0,
+        )
         for service in services:
             self.server.services[service.info().name] = service
         self.router = Router(
@@ -364,6 +368,7 @@ class Node:
                 ),
                 "requests": {
                     "entered": self.router.counters["requests"],
+                    "in_flight": self.server.in_flight,
                     "served": self.server.counters["served"],
                     "rerouted": self.router.counters["rerouted"],
                     "retried": self.router.counters["retried"],

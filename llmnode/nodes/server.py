@@ -28,9 +28,12 @@ Reply = Callable[[WireMessage], bool]
 class RequestServer:
     """Runs requests for the services this node hosts."""
 
-    def __init__(self, node_id_text: str, *, heartbeat_s: float = 1.0) -> None:
+    def __init__(
+        self, node_id_text: str, *, heartbeat_s: float = 1.0, slow_chunk_s: float = 0.0
+    ) -> None:
         self._node_id_text = node_id_text
         self._heartbeat_s = heartbeat_s
+        self.slow_chunk_s = slow_chunk_s  # fault injection: a slow node
         self.services: dict[str, Service] = {}
         self._running: dict[tuple[bytes, bytes], asyncio.Task[None]] = {}
         self.counters: Counter[str] = Counter()
@@ -86,6 +89,8 @@ class RequestServer:
 
         async def emit(data: bytes) -> None:
             nonlocal sequence
+            if self.slow_chunk_s:
+                await asyncio.sleep(self.slow_chunk_s)
             reply(Chunk(id=call.request_id, seq=sequence, data=data))
             sequence += 1
 
