@@ -3,7 +3,8 @@
 A :class:`Cluster` builds, for one test, a private network that cannot reach anything else::
 
     <prefix>-br     a namespace holding only the Linux bridge ``br0``
-    <prefix>-<i>    one namespace per node: ``lo`` up, ``eth0`` = 10.77.0.<i+2>/24 on the bridge
+    <prefix>-<i>    one namespace per node: ``lo`` up, ``eth0`` = 10.77.0.<i+2>/24 on the bridge,
+                    no default route (a route for 255.255.255.255 only, for LAN beacons)
 
 Every interface lives inside a namespace the harness created (the veth pairs are made inside the
 bridge namespace), so nothing in the root namespace changes and two runs never collide: the
@@ -202,6 +203,9 @@ class Cluster:
         _run([*inside, "link", "set", "lo", "up"])
         _run([*inside, "addr", "add", f"{address}/24", "dev", "eth0"])
         _run([*inside, "link", "set", "eth0", "up"])
+        # Limited broadcast (LAN beacons to 255.255.255.255) needs a route, and there is no
+        # default route on purpose (nothing may leave); this one stays on the private bridge.
+        _run([*inside, "route", "add", "255.255.255.255/32", "dev", "eth0"])
         if shutil.which("nft") is not None:
             self._nft(namespace, _FAULT_RULESET)
 

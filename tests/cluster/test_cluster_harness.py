@@ -101,7 +101,8 @@ def test_namespaces_have_unique_addresses_in_the_private_subnet(make_cluster: Ma
     assert len(set(addresses)) == 4
     assert all(address.startswith("10.77.0.") for address in addresses)
     routes = cluster.execute("n0", ["ip", "-j", "route"]).stdout
-    assert [route["dst"] for route in json.loads(routes)] == ["10.77.0.0/24"]  # no way out
+    destinations = {route["dst"] for route in json.loads(routes)}
+    assert destinations == {"10.77.0.0/24", "255.255.255.255"}  # no default route: no way out
 
 
 def test_loss_rule_drops_about_the_given_share(make_cluster: MakeCluster) -> None:
