@@ -4,6 +4,8 @@ errors, SDK-hosted agents, and replicas sharing load through a node failure."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -12,9 +14,9 @@ from typing import Any
 import pytest
 
 from llmnode.agents.agent import Agent, Context, handler
-from llmnode.agents.sdk import Mesh, connect
+from llmnode.agents.sdk import Mesh, connect, connect_sync
 from llmnode.errors import AccessDenied, HandlerError, NotRunning, UnknownAgent
-from tests.integration.agents.conftest import Cluster, NodeProcess
+from tests.integration.agents.conftest import CLI, Cluster, NodeProcess
 from tests.integration.agents.mesh_test_agents import Ping, Pong, Relay
 
 pytestmark = pytest.mark.slow
@@ -132,6 +134,40 @@ async def test_connect_without_a_running_node_raises_not_running(tmp_path: Path)
     with pytest.raises(NotRunning, match="llmnode start"):
         async with connect(tmp_path):
             pass
+
+
+def test_sync_sdk_requests_an_agent_from_plain_code(trio: dict[str, NodeProcess]) -> None:
+    with connect_sync(trio["a"].data_dir, name="script") as mesh:
+        pong = mesh.request("recorder@c", Ping(text="sync"), reply_type=Pong)
+        assert [p["name"] for p in mesh.peers() if p.get("state") == "alive"]
+    assert pong.node_id == trio["c"].node_id
+    assert pong.caller == "script"
+
+
+def test_cli_request_prints_the_reply_as_json(trio: dict[str, NodeProcess]) -> None:
+    result = subprocess.run(
+        [*CLI, "request", "recorder@b", '{"type": "Ping", "text": "from the cli"}',
+         "--data-dir", str(trio["a"].data_dir)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    reply = json.loads(result.stdout)
+    assert reply["text"] == "from the cli"
+    assert reply["node_id"] == trio["b"].node_id
+
+
+def test_cli_request_to_an_unknown_agent_fails_with_one_readable_line(
+    trio: dict[str, NodeProcess],
+) -> None:
+    result = subprocess.run(
+        [*CLI, "request", "nobody-here", "{}", "--data-dir", str(trio["a"].data_dir)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "nobody-here" in lines[0]
+    assert "Traceback" not in result.stderr
 
 
 class Greeter(Agent):

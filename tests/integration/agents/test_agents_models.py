@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
 
 from llmnode.agents.models import ModelStore, ensure_models
-from tests.integration.agents.conftest import ROOT, Cluster, NodeProcess, model_store_root
+from tests.integration.agents.conftest import CLI, ROOT, Cluster, NodeProcess, model_store_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.models]
 
@@ -69,3 +70,24 @@ def test_qa_pipeline_example_answers_with_passages_from_the_librarian(
     assert "passage: Vienna is the capital of Austria. The Danube flows through Vienna." in output
     answer = output.split("Answer(text=", 1)[1]
     assert len(answer.strip("')\n")) > 0
+
+
+def test_cli_chat_one_shot_streams_the_answer(model_mesh: dict[str, NodeProcess]) -> None:
+    result = subprocess.run(
+        [*CLI, "chat", "smollm2-135m-instruct", "--message", "What is the capital of France?",
+         "--max-tokens", "32", "--data-dir", str(model_mesh["front"].data_dir)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+
+
+def test_cli_embed_json_prints_one_vector_per_text(model_mesh: dict[str, NodeProcess]) -> None:
+    result = subprocess.run(
+        [*CLI, "embed", "all-minilm-l6-v2", "first text", "second text", "--json",
+         "--data-dir", str(model_mesh["front"].data_dir)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert [len(vector) for vector in output["vectors"]] == [384, 384]
