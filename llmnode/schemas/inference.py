@@ -29,6 +29,7 @@ class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):
     # Token ids already delivered by a previous node (failover): prefilled after the prompt,
     # and counted against max_tokens, so a greedy resumed run continues the interrupted one.
     resume_token_ids: list[int] = []
+    ignore_eos: bool = False  # keep going past end-of-sequence tokens (benchmarks)
 
 
 class TokenChunk(msgspec.Struct, frozen=True, kw_only=True):

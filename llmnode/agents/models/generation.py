@@ -459,7 +459,7 @@ class GenerationRuntime:
     def _accept(self, sequence: _Sequence, logits: np.ndarray) -> bool:
         """Pick the next token, stream what is complete; False when the sequence finished."""
         token = choose_token(logits, sequence.request, sequence.generator)
-        if token in self.stop_token_ids:
+        if token in self.stop_token_ids and not sequence.request.ignore_eos:
             self._finish(sequence, "eos")
             return False
         sequence.text_ids.append(token)
