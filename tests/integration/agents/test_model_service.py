@@ -1,0 +1,105 @@
+"""ModelService on a tiny random model: streaming, deadlines and cancellation reach the runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from llmnode.agents.model_service import ModelService
+from llmnode.agents.models import ModelStore, export_tiny
+from llmnode.errors import DeadlineExceeded, ModelError
+from llmnode.nodes.service import ServiceCall
+from llmnode.schemas.inference import GenerateRequest, GenerateResult, TokenChunk
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
+    store = ModelStore(Path(tmp_path_factory.mktemp("store")))
+    export_tiny(store, "tiny-gpt2")
+    return store
+
+
+@pytest.fixture
+async def service(tiny_store: ModelStore) -> AsyncIterator[ModelService]:
+    opened = await ModelService.open(tiny_store, "tiny-gpt2", slots=2)
+    yield opened
+    await opened.close()
+
+
+def _call(method: str, request: GenerateRequest, *, stream: bool, within: float) -> ServiceCall:
+    return ServiceCall(
+        request_id=b"r" * 16,
+        service="model:tiny-gpt2",
+        method=method,
+        payload=msgspec.msgpack.encode(request),
+        deadline=time.time() + within,
+        caller_node="test",
+        stream=stream,
+    )
+
+
+async def test_streamed_generate_emits_token_chunks_then_the_whole_result(
+    service: ModelService,
+) -> None:
+    chunks: list[TokenChunk] = []
+
+    async def emit(data: bytes) -> None:
+        chunks.append(msgspec.msgpack.decode(data, type=TokenChunk))
+
+    request = GenerateRequest(prompt="hello", max_tokens=8, seed=1)
+    final = await service.call(_call("generate", request, stream=True, within=30), emit)
+    result = msgspec.msgpack.decode(final, type=GenerateResult)
+    assert result.text == "".join(chunk.text for chunk in chunks)
+    assert result.completion_tokens == 8
+    assert service.info().name == "model:tiny-gpt2"
+    assert service.info().task == "text-generation"
+
+
+async def test_a_passed_deadline_raises_deadline_exceeded(service: ModelService) -> None:
+    async def emit(data: bytes) -> None:
+        return None
+
+    request = GenerateRequest(prompt="hello", max_tokens=8)
+    with pytest.raises(DeadlineExceeded):
+        await service.call(_call("generate", request, stream=True, within=-1), emit)
+
+
+async def test_cancelling_the_call_frees_the_runtime_slot(service: ModelService) -> None:
+    started = asyncio.Event()
+
+    async def emit(data: bytes) -> None:
+        started.set()
+
+    request = GenerateRequest(prompt="hello", max_tokens=500)
+    task = asyncio.create_task(
+        service.call(_call("generate", request, stream=True, within=60), emit)
+    )
+    await asyncio.wait_for(started.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(100):
+        load = service.info().load
+        if load.in_flight == 0 and load.queue_depth == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert service.info().load.in_flight == 0
+
+
+async def test_embed_on_a_generation_model_is_a_model_error(service: ModelService) -> None:
+    async def emit(data: bytes) -> None:
+        return None
+
+    call = ServiceCall(
+        request_id=b"r" * 16, service="model:tiny-gpt2", method="embed",
+        payload=b"\x81\xa5texts\x91\xa1a", deadline=time.time() + 5, caller_node="test",
+    )  # fmt: skip
+    with pytest.raises(ModelError, match="generation model"):
+        await service.call(call, emit)
