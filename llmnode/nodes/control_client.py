@@ -60,6 +60,7 @@ DEFAULT_DATA_DIR = Path("~/.local/share/llmnode")
 CONTROL_TIMEOUT = 10.0  # seconds to wait for the answer to a control operation
 REQUEST_GRACE = 5.0  # extra wait beyond a request's own timeout before giving up on the node
 SEND_TIMEOUT = 5.0
+KEEPALIVE_INTERVAL = 2.0  # the node forgets clients it has not heard from for 10 s
 
 Listener = Callable[[WireMessage], None]
 _REMOTE_TYPE = re.compile(r"raised ([A-Za-z_][\w.]*):")
@@ -210,6 +211,7 @@ class ControlClient:
         self._context: zmq.asyncio.Context | None = None
         self._socket: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._keepalive: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[WireMessage] | asyncio.Queue[WireMessage]] = {}
         self._subscriptions: dict[int, asyncio.Queue[CtlDelivery]] = {}
@@ -274,6 +276,10 @@ class ControlClient:
         if self.closed:
             return
         self.closed = True
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keepalive
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -358,6 +364,8 @@ class ControlClient:
         subscription_id = self.next_id()
         queue: asyncio.Queue[CtlDelivery] = asyncio.Queue()
         self._subscriptions[subscription_id] = queue
+        if self._keepalive is None:
+            self._keepalive = asyncio.create_task(self._keepalive_loop(), name="control_keepalive")
         try:
             await self.call(CtlSubscribe(id=subscription_id, topic=topic))
         except BaseException:
@@ -379,6 +387,16 @@ class ControlClient:
                 yield await queue.get()
         finally:
             await self.close_subscription(subscription_id, topic)
+
+    async def _keepalive_loop(self) -> None:
+        """Heartbeat the node while this client holds subscriptions, so it keeps them."""
+        while True:
+            await asyncio.sleep(KEEPALIVE_INTERVAL)
+            if self._subscriptions:
+                try:
+                    await self.call(CtlStatus(id=self.next_id()), timeout=5.0)
+                except MeshError as error:
+                    log.warning("control_keepalive_failed", error=str(error))
 
     async def _read_loop(self) -> None:
         assert self._socket is not None

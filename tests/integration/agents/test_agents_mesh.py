@@ -101,6 +101,18 @@ async def test_publish_on_one_node_reaches_every_subscriber_exactly_once(
         await subscription.aclose()
 
 
+async def test_sdk_subscription_survives_idle_time_past_the_node_client_timeout(
+    trio: dict[str, NodeProcess],
+) -> None:
+    async with connect(trio["a"].data_dir) as publisher, connect(trio["b"].data_dir) as listener:
+        subscription = listener.subscribe("alerts")
+        first = asyncio.ensure_future(anext(subscription))
+        await asyncio.sleep(12.0)  # the node drops clients silent for 10 s
+        await publisher.publish("alerts", {"type": "alert", "level": "high"})
+        assert (await asyncio.wait_for(first, 10))["level"] == "high"
+        await subscription.aclose()
+
+
 async def test_handler_that_raises_returns_handler_error_and_agent_keeps_serving(
     trio: dict[str, NodeProcess],
 ) -> None:
