@@ -53,7 +53,11 @@ class MeshKeyRing:
 
     @staticmethod
     def generate_key() -> bytes:
-        return crypto.random_bytes(crypto.MESH_KEY_BYTES)
+        # A key whose text starts with "-" reads as a flag on command lines: draw again.
+        while True:
+            key = crypto.random_bytes(crypto.MESH_KEY_BYTES)
+            if not MeshKeyRing.key_to_text(key).startswith("-"):
+                return key
 
     @staticmethod
     def key_id(key: bytes) -> bytes:

@@ -47,7 +47,7 @@ from llmnode.schemas.requests import (
     Request,
     Result,
 )
-from llmnode.schemas.state import NodeState, ServiceInfo
+from llmnode.schemas.state import NodeState, ServiceInfo, ServiceLoad
 
 log = get_logger(__name__)
 
@@ -91,7 +91,7 @@ class Node:
         self.data_dir = Path(config.data_dir)
         self.started_at = time.time()
         self.bus = Bus(identity, keyring, transport, allowlist=_allowlist(config.allowlist))
-        self.view = MeshView(self.node_id, self.node_text)
+        self.view = MeshView(self.node_id, self.node_text, self._local_load)
         self.server = RequestServer(
             self.node_text,
             heartbeat_s=config.probe_interval,
@@ -298,6 +298,10 @@ class Node:
             if pending:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _local_load(self, name: str) -> ServiceLoad | None:
+        service = self.server.services.get(name)
+        return service.info().load if service is not None else None
 
     # -- state -------------------------------------------------------------------------------
 

@@ -148,7 +148,7 @@ class Router:
                         if isinstance(last_error, NoCapacity)
                         else DeadlineExceeded(f"no answer from {service!r} within {timeout:.1f} s")
                     )
-                candidates = self._view.candidates(service, only)
+                candidates = self._view.candidates(service, only, time.time())
                 if not candidates:
                     if (
                         not self._view.advertised_anywhere(service)
@@ -343,6 +343,10 @@ class Router:
                     raise _AttemptFailed("stalled" if accepted else "no_answer", accepted) from None
                 if message is _PEER_DOWN:
                     raise _AttemptFailed("peer_down", accepted)
+                if isinstance(message, Accept | Result):
+                    self._view.observe_load(
+                        node, service, message.queue_depth, message.in_flight, time.time()
+                    )
                 if isinstance(message, Accept):
                     if not accepted:
                         self._view.observe_rtt(node, (time.time() - sent_at) * 1000.0)

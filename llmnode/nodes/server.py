@@ -67,7 +67,7 @@ class RequestServer:
                 Refuse(id=request.id, code=getattr(error, "code", "mesh_error"), message=str(error))
             )
             return
-        reply(Accept(id=request.id))
+        reply(self._accept(request.id, service))
         call = ServiceCall(
             request_id=request.id,
             service=request.service,
@@ -94,11 +94,17 @@ class RequestServer:
             reply(Chunk(id=call.request_id, seq=sequence, data=data))
             sequence += 1
 
-        heartbeat = asyncio.create_task(self._heartbeat(call.request_id, reply))
+        heartbeat = asyncio.create_task(self._heartbeat(call.request_id, service, reply))
         try:
             async with asyncio.timeout_at(_loop_deadline(call.deadline)):
                 result = await service.call(call, emit)
-            reply(Result(id=call.request_id, data=result, chunks=sequence))
+            load = service.info().load
+            reply(
+                Result(
+                    id=call.request_id, data=result, chunks=sequence,
+                    queue_depth=load.queue_depth, in_flight=max(0, load.in_flight - 1),
+                )
+            )
             self.counters["served"] += 1
         except TimeoutError:
             self.counters["deadline"] += 1
@@ -122,10 +128,15 @@ class RequestServer:
         finally:
             heartbeat.cancel()
 
-    async def _heartbeat(self, request_id: bytes, reply: Reply) -> None:
+    @staticmethod
+    def _accept(request_id: bytes, service: Service) -> Accept:
+        load = service.info().load
+        return Accept(id=request_id, queue_depth=load.queue_depth, in_flight=load.in_flight)
+
+    async def _heartbeat(self, request_id: bytes, service: Service, reply: Reply) -> None:
         while True:
             await asyncio.sleep(self._heartbeat_s)
-            reply(Accept(id=request_id))
+            reply(self._accept(request_id, service))
 
     def cancel(self, caller: bytes, request_id: bytes) -> bool:
         task = self._running.get((caller, request_id))

@@ -6,10 +6,11 @@ state records; read by the scheduler (candidates for a service), ``llmnode peers
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from llmnode.nodes.scheduler import Candidate
-from llmnode.schemas.state import NodeState, ServiceInfo
+from llmnode.schemas.state import NodeState, ServiceInfo, ServiceLoad
 
 
 @dataclass(slots=True)
@@ -26,10 +27,19 @@ class Peer:
 
 
 class MeshView:
-    def __init__(self, self_id: bytes, self_text: str) -> None:
+    def __init__(
+        self,
+        self_id: bytes,
+        self_text: str,
+        local_load: Callable[[str], ServiceLoad | None] | None = None,
+    ) -> None:
         self.self_id = self_id
+        self._local_load = local_load
         self.peers: dict[bytes, Peer] = {}
         self.rtt_ms: dict[bytes, float] = {}
+        # (node, service) -> (queue depth, in flight, when): load piggybacked on replies,
+        # fresher than the gossiped record.
+        self.fresh_load: dict[tuple[bytes, str], tuple[int, int, float]] = {}
         self.peers[self_id] = Peer(node=self_id, node_text=self_text)
 
     def peer(self, node: bytes, node_text: str) -> Peer:
@@ -48,6 +58,12 @@ class MeshView:
     def observe_rtt(self, node: bytes, rtt_ms: float) -> None:
         previous = self.rtt_ms.get(node)
         self.rtt_ms[node] = rtt_ms if previous is None else 0.8 * previous + 0.2 * rtt_ms
+
+    def observe_load(
+        self, node: bytes, service: str, queue_depth: int, in_flight: int, now: float
+    ) -> None:
+        if queue_depth >= 0 and in_flight >= 0:
+            self.fresh_load[(node, service)] = (queue_depth, in_flight, now)
 
     def resolve(self, target: str) -> bytes | None:
         """A node named ``target``: its name, or a prefix (≥ 6 chars) of its base32 id."""
@@ -80,12 +96,22 @@ class MeshView:
             for info in peer.record.services
         )
 
-    def candidates(self, service: str, only: bytes | None = None) -> list[Candidate]:
+    def candidates(
+        self, service: str, only: bytes | None = None, now: float = 0.0
+    ) -> list[Candidate]:
         result: list[Candidate] = []
         for peer, info in self.hosts(service):
             if only is not None and peer.node != only:
                 continue
             load = info.load
+            queue_depth, in_flight, measured = load.queue_depth, load.in_flight, peer.record_time
+            fresh = self.fresh_load.get((peer.node, service))
+            if fresh is not None and fresh[2] > measured:
+                queue_depth, in_flight, measured = fresh
+            if peer.node == self.self_id and self._local_load is not None:
+                live = self._local_load(service)  # our own load: exact, now
+                if live is not None:
+                    queue_depth, in_flight, measured = live.queue_depth, live.in_flight, now
             result.append(
                 Candidate(
                     node=peer.node,
@@ -93,11 +119,11 @@ class MeshView:
                     state="alive" if peer.state == "alive" else "suspect",
                     slots=max(1, load.slots),
                     queue_limit=load.queue_limit + max(1, load.slots),
-                    gossip_queue_depth=load.queue_depth,
-                    gossip_in_flight=load.in_flight,
+                    gossip_queue_depth=queue_depth,
+                    gossip_in_flight=in_flight,
                     ewma_service_ms=load.ewma_service_ms,
                     rtt_ms=0.0 if peer.node == self.self_id else self.rtt_ms.get(peer.node, 1.0),
-                    gossip_time=peer.record_time,
+                    gossip_time=measured,
                     is_local=peer.node == self.self_id,
                 )
             )

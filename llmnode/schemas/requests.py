@@ -21,7 +21,12 @@ class Request(WireMessage, frozen=True):
 
 
 class Accept(WireMessage, frozen=True):
+    """Taken (and, repeated, still running). Carries the service's load right now, fresher than
+    gossip, for the caller's scheduler; -1 means unknown."""
+
     id: bytes
+    queue_depth: int = -1
+    in_flight: int = -1
 
 
 class Refuse(WireMessage, frozen=True):
@@ -43,6 +48,8 @@ class Result(WireMessage, frozen=True):
     id: bytes
     data: bytes
     chunks: int = 0  # how many chunks preceded it, so the caller can detect a gap
+    queue_depth: int = -1  # the service's load as this request finished (see Accept)
+    in_flight: int = -1
 
 
 class ErrorReply(WireMessage, frozen=True):
