@@ -286,8 +286,11 @@ class Membership:
     def receive(self, sender: bytes, message: object, now: float) -> list[Outbound]:
         """Handle one message that the bus authenticated as coming from ``sender``."""
         self._start(now)
+        if sender == self.self_id:
+            self.rejections["from_self"] += 1
+            return []
         known = self._members.get(sender)
-        if known is not None and sender != self.self_id:
+        if known is not None:
             known.last_heard = now
         out: list[Outbound] = []
         if isinstance(message, Ping):
@@ -383,8 +386,10 @@ class Membership:
                 self._apply_suspect(
                     Suspect(target.node, target.incarnation, self.self_id), now, True
                 )
-        if self._probe is None and now >= self._next_probe and not self._leaving:
+        if self._probe is None and now >= self._next_probe:
             self._next_probe = now + self._scaled(self.config.probe_interval)
+            if self._leaving:
+                return
             target = self._next_probe_target()
             if target is None:
                 return
@@ -433,6 +438,9 @@ class Membership:
         address = self._address_of(sender, request.source_address)
         if not address:
             self.rejections["unknown_sender"] += 1
+            return
+        if request.target == self.self_id:  # asked to probe ourselves: we are evidently alive
+            out.append(Outbound(sender, address, Ack(seq=request.seq)))
             return
         self._sequence += 1
         deadline = now + self.config.probe_timeout
@@ -649,9 +657,9 @@ class Membership:
     def _reap(self, now: float) -> None:
         if not self._tombstones:
             return
-        horizon = now - self.config.tombstone_timeout
+        timeout = self.config.tombstone_timeout
         for node, since in list(self._tombstones.items()):
-            if since <= horizon:
+            if since + timeout <= now:  # the same sum as next_deadline, so it cannot spin
                 del self._tombstones[node]
                 self._members.pop(node, None)
                 self._records.pop(node, None)
