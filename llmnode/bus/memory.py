@@ -136,11 +136,13 @@ class MemoryNetwork(Generic[T]):
 
     # ---- endpoints (bytes only) ------------------------------------------------------------
 
-    def endpoint(self: MemoryNetwork[bytes], address: str) -> MemoryTransport:
+    def endpoint(
+        self: MemoryNetwork[bytes], address: str, queue_limit: int = DEFAULT_QUEUE_LIMIT
+    ) -> MemoryTransport:
         """A :class:`MemoryTransport` at ``address`` on this network."""
         if address in self._endpoints:
             raise TransportError(f"address already in use: {address}")
-        transport = MemoryTransport(self, address)
+        transport = MemoryTransport(self, address, queue_limit)
         self._endpoints[address] = transport
         return transport
 
