@@ -54,7 +54,8 @@ GOSSIP_INTERVAL = 0.200  # seconds
 RTT = 0.0005  # seconds, between any two distinct nodes
 QUEUE_LIMIT = 32
 LOGNORMAL_SIGMA = 0.6
-NODE_EWMA_SMOOTHING = 0.1  # how the serving node smooths its own service times before gossip
+NODE_EWMA_SMOOTHING = 0.2  # the serving node's own EWMA of service times, as generation.py
+HEARTBEAT_INTERVAL = 1.0  # seconds between the Accept repeats of a running request
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class Job:
     target: int = -1
     started: float = 0.0
     refusals: int = 0
+    done: bool = False
 
 
 @dataclass
@@ -118,7 +120,16 @@ class NodeRuntime:
 class Simulation:
     """One run: one policy at one load. Events are (time, sequence, kind, payload)."""
 
-    def __init__(self, policy: str, load: float, requests: int, seed: int) -> None:
+    def __init__(
+        self,
+        policy: str,
+        load: float,
+        requests: int,
+        seed: int,
+        *,
+        piggyback: bool = True,
+        accept_counts_admitted: bool = True,
+    ) -> None:
         self.policy = policy
         self.specs = mesh()
         self.nodes = [NodeRuntime(spec) for spec in self.specs]
@@ -131,7 +142,16 @@ class Simulation:
         self.events: list[tuple[float, int, int, Any]] = []
         self.sequence = 0
         self.ledgers = [InFlightLedger() for _ in self.specs]
-        self.views: list[dict[int, Candidate]] = [{} for _ in self.specs]
+        # What each entry node knows of each peer, as MeshView keeps it: the newest gossiped
+        # record (queue, in flight, EWMA service ms, received at, version = publish time) and
+        # the load piggybacked on the last Accept or Result from that peer (queue, in flight,
+        # received at). The newest received wins.
+        self.gossip: list[dict[int, tuple[int, int, float, float, float]]] = [
+            {} for _ in self.specs
+        ]
+        self.fresh: list[dict[int, tuple[int, int, float]]] = [{} for _ in self.specs]
+        self.piggyback = piggyback
+        self.accept_counts_admitted = accept_counts_admitted
         self.round_robin = [index for index in range(len(self.specs))]
         self.latencies: list[float] = []
         self.refusals = 0
@@ -154,6 +174,8 @@ class Simulation:
             self.on_refused,
             self.on_publish,
             self.on_gossip,
+            self.on_accept,
+            self.on_heartbeat,
         ]
         self.push(self.arrivals.expovariate(self.rate), ARRIVAL, None)
         for index in range(len(self.nodes)):
@@ -229,24 +251,42 @@ class Simulation:
     def pick_llmnode(self, now: float, job: Job) -> int:
         entry = job.entry
         local = self.nodes[entry]
-        view = self.views[entry]
-        view[entry] = Candidate(
-            node=self.node_ids[entry],
-            service=SERVICE,
-            slots=local.spec.slots,
-            queue_limit=QUEUE_LIMIT,
-            gossip_queue_depth=local.queue_depth,
-            gossip_in_flight=local.busy,
-            ewma_service_ms=local.ewma_service_ms,
-            rtt_ms=0.0,
-            gossip_time=now,
-            is_local=True,
-        )
+        candidates = [
+            Candidate(
+                node=self.node_ids[entry],
+                service=SERVICE,
+                slots=local.spec.slots,
+                queue_limit=QUEUE_LIMIT,
+                gossip_queue_depth=local.queue_depth,
+                gossip_in_flight=local.busy,
+                ewma_service_ms=local.ewma_service_ms,
+                rtt_ms=0.0,
+                gossip_time=now,
+                is_local=True,
+            )
+        ]
+        fresh = self.fresh[entry]
+        for origin, record in self.gossip[entry].items():
+            queue_depth, in_flight, ewma_ms, received, _ = record
+            piggybacked = fresh.get(origin)
+            if piggybacked is not None and piggybacked[2] > received:
+                queue_depth, in_flight, received = piggybacked
+            candidates.append(
+                Candidate(
+                    node=self.node_ids[origin],
+                    service=SERVICE,
+                    slots=self.specs[origin].slots,
+                    queue_limit=QUEUE_LIMIT,
+                    gossip_queue_depth=queue_depth,
+                    gossip_in_flight=in_flight,
+                    ewma_service_ms=ewma_ms,
+                    rtt_ms=RTT * 1000,
+                    gossip_time=received,
+                )
+            )
         excluded = frozenset(self.node_ids[index] for index in job.excluded)
         try:
-            choice = choose(
-                list(view.values()), self.ledgers[entry], now, self.policy_rng, exclude=excluded
-            )
+            choice = choose(candidates, self.ledgers[entry], now, self.policy_rng, exclude=excluded)
         except NoCapacity:
             return -1
         return int.from_bytes(choice.node[:2], "big")
@@ -255,14 +295,38 @@ class Simulation:
 
     def on_deliver(self, now: float, job: Job) -> None:
         node = self.nodes[job.target]
-        if node.busy < node.spec.slots:
-            self.start(now, job.target, job)
-        elif node.queue_depth >= QUEUE_LIMIT:
+        if node.busy < node.spec.slots or node.queue_depth < QUEUE_LIMIT:
+            # Admitted. The Accept carries the load at admission; as server.py builds it today
+            # the snapshot is taken before the service has queued the request.
+            before = (node.queue_depth, node.busy)
+            if node.busy < node.spec.slots:
+                self.start(now, job.target, job)
+            else:
+                node.waiting.append(job)
+            snapshot = (node.queue_depth, node.busy) if self.accept_counts_admitted else before
+            self.reply_load(now, job, snapshot)
+            if self.piggyback and job.target != job.entry:
+                self.push(now + HEARTBEAT_INTERVAL, HEARTBEAT, job)
+        else:
             self.refusals += 1
             delay = 0.0 if job.target == job.entry else RTT / 2
             self.push(now + delay, REFUSED, (job, job.target))
-        else:
-            node.waiting.append(job)
+
+    def reply_load(self, now: float, job: Job, snapshot: tuple[int, int]) -> None:
+        """An Accept (or heartbeat) leaves the serving node for the entry node."""
+        if self.policy == "llmnode" and self.piggyback and job.target != job.entry:
+            self.push(now + RTT / 2, ACCEPT, (job, snapshot))
+
+    def on_accept(self, now: float, payload: tuple[Job, tuple[int, int]]) -> None:
+        job, (queue_depth, in_flight) = payload
+        self.fresh[job.entry][job.target] = (queue_depth, in_flight, now)
+
+    def on_heartbeat(self, now: float, job: Job) -> None:
+        if job.done:
+            return
+        node = self.nodes[job.target]
+        self.reply_load(now, job, (node.queue_depth, node.busy))
+        self.push(now + HEARTBEAT_INTERVAL, HEARTBEAT, job)
 
     def service_time(self, spec: NodeSpec, job: Job) -> float:
         if spec.lognormal:
@@ -294,12 +358,16 @@ class Simulation:
                 del node.waiting[: node.waiting_head]
                 node.waiting_head = 0
             self.start(now, job.target, following)
+        job.done = True
         delay = 0.0 if job.target == job.entry else RTT / 2
-        self.push(now + delay, ANSWER, (job, service_ms))
+        # The Result carries the load as the request left (the next one, if any, started).
+        self.push(now + delay, ANSWER, (job, service_ms, (node.queue_depth, node.busy)))
 
-    def on_answer(self, now: float, payload: tuple[Job, float]) -> None:
-        job, service_ms = payload
+    def on_answer(self, now: float, payload: tuple[Job, float, tuple[int, int]]) -> None:
+        job, service_ms, (queue_depth, in_flight) = payload
         if self.policy == "llmnode":
+            if self.piggyback and job.target != job.entry:
+                self.fresh[job.entry][job.target] = (queue_depth, in_flight, now)
             self.ledgers[job.entry].finished(
                 self.node_ids[job.target], SERVICE, job.request_id, now, service_ms
             )
@@ -320,32 +388,24 @@ class Simulation:
     def on_publish(self, now: float, index: int) -> None:
         if self.policy == "llmnode":
             node = self.nodes[index]
-            snapshot = (node.queue_depth, node.busy, node.ewma_service_ms)
+            snapshot = (node.queue_depth, node.busy, node.ewma_service_ms, now)
             for observer in range(len(self.nodes)):
                 if observer != index:
                     delay = self.gossip_rng.uniform(0.0, GOSSIP_INTERVAL) + RTT / 2
                     self.push(now + delay, GOSSIP, (observer, index, snapshot))
         self.push(now + GOSSIP_INTERVAL, PUBLISH, index)
 
-    def on_gossip(self, now: float, payload: tuple[int, int, tuple[int, int, float]]) -> None:
-        observer, origin, (queue_depth, in_flight, ewma_service_ms) = payload
-        spec = self.specs[origin]
-        view = self.views[observer]
+    def on_gossip(
+        self, now: float, payload: tuple[int, int, tuple[int, int, float, float]]
+    ) -> None:
+        observer, origin, (queue_depth, in_flight, ewma_service_ms, version) = payload
+        view = self.gossip[observer]
         previous = view.get(origin)
-        # Records can arrive out of order through different relays; keep the newest.
-        if previous is not None and previous.gossip_time > now:
+        # Records arrive out of order through different relays; an older version is dropped.
+        # The one kept is timed by its arrival, as MeshView times it (record_time).
+        if previous is not None and previous[4] > version:
             return
-        view[origin] = Candidate(
-            node=self.node_ids[origin],
-            service=SERVICE,
-            slots=spec.slots,
-            queue_limit=QUEUE_LIMIT,
-            gossip_queue_depth=queue_depth,
-            gossip_in_flight=in_flight,
-            ewma_service_ms=ewma_service_ms,
-            rtt_ms=RTT * 1000,
-            gossip_time=now,
-        )
+        view[origin] = (queue_depth, in_flight, ewma_service_ms, now, version)
 
     # -- results --------------------------------------------------------------------------------
 
@@ -364,7 +424,7 @@ class Simulation:
         }
 
 
-ARRIVAL, DELIVER, DONE, ANSWER, REFUSED, PUBLISH, GOSSIP = range(7)
+ARRIVAL, DELIVER, DONE, ANSWER, REFUSED, PUBLISH, GOSSIP, ACCEPT, HEARTBEAT = range(9)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -374,8 +434,8 @@ def percentile(values: list[float], fraction: float) -> float:
     return values[index]
 
 
-def simulate(policy: str, load: float, requests: int, seed: int) -> dict[str, Any]:
-    simulation = Simulation(policy, load, requests, seed)
+def simulate(policy: str, load: float, requests: int, seed: int, **options: bool) -> dict[str, Any]:
+    simulation = Simulation(policy, load, requests, seed, **options)
     simulation.run()
     return {"load": load, **simulation.result()}
 
@@ -384,13 +444,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=50_000, help="requests per run")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--loads", type=float, nargs="+", default=list(LOADS), help="offered loads to simulate"
+    )
+    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
+    parser.add_argument(
+        "--no-piggyback", action="store_true", help="gossip only: no load on Accept/Result"
+    )
+    parser.add_argument(
+        "--accept-excludes-admitted",
+        action="store_true",
+        help="the Accept's load omits the request it admits (server.py as built today)",
+    )
     arguments = parser.parse_args()
+    options = {
+        "piggyback": not arguments.no_piggyback,
+        "accept_counts_admitted": not arguments.accept_excludes_admitted,
+    }
 
     started = time.perf_counter()
     runs: list[dict[str, Any]] = []
-    for load in LOADS:
-        for policy in POLICIES:
-            result = simulate(policy, load, arguments.requests, arguments.seed)
+    for load in arguments.loads:
+        for policy in arguments.policies:
+            result = simulate(policy, load, arguments.requests, arguments.seed, **options)
             runs.append(result)
             print(
                 f"load={load:.2f} {policy:<12} p50={result['p50_ms']:8.2f} ms "

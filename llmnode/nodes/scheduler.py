@@ -19,9 +19,14 @@ Choice: among capable candidates (alive; suspect only when no alive one is left;
 ``exclude``; estimated queue below ``queue_limit``) a full scan picks the lowest estimate when there
 are few, else power-of-d choices (d = 2 by default): the local node, whose load is known exactly,
 if it serves the request, plus remote candidates sampled without replacement with probability
-proportional to their throughput (slots / service time); the lowest estimate wins. Weighting the
-sample keeps fast nodes busy in a heterogeneous mesh, where uniform sampling would starve them
-and overload slow ones. Sampling, rather than taking the global minimum, keeps the entry nodes,
+proportional to slots^1.5 / service time (throughput, with a further √slots because a many-slot
+node absorbs the bursts that stale gossip hides, where a single-slot node queues at once); the
+lowest estimate wins. Weighting the sample keeps fast nodes busy in a heterogeneous mesh, where
+uniform sampling would starve them and overload slow ones. Service times are the nodes' gossiped
+EWMAs averaged again over successive reports (:meth:`InFlightLedger.reported_service_ms`): one
+report of an EWMA with a short memory is ±20 % noise, enough to rank nodes wrongly.
+
+Sampling, rather than taking the global minimum, keeps the entry nodes,
 which all see the same stale gossip, from stampeding onto the node that looked idle: in the
 simulation (``benchmarks/scheduler.py``, 200 ms gossip) a full scan doubles p99 against d = 2,
 and d = 3, 4 sit in between; always offering the fresh local node cuts p99 by another fifth.
@@ -87,6 +92,8 @@ class _Track:
     # (sent time, finished time) of completed requests, in finishing order; pruned lazily.
     finished: deque[tuple[float, float]] = field(default_factory=deque)
     service_ms: float | None = None  # EWMA of service times we observed
+    reported_ms: float = 0.0  # the node's own EWMA as last reported (gossip), raw
+    reported_smoothed_ms: float = 0.0  # a slower average of those reports
 
 
 class InFlightLedger:
@@ -188,6 +195,24 @@ class InFlightLedger:
         """What to add to a load snapshot taken at ``since`` to estimate the load now."""
         return self.sent_since(node, service, since) - self.finished_since(node, service, since)
 
+    def reported_service_ms(
+        self, node: bytes, service: str, reported_ms: float, smoothing: float
+    ) -> float:
+        """Average ``reported_ms`` (the node's own EWMA, as gossiped) over successive reports.
+
+        A serving node's EWMA with a short memory swings by a fifth or more around its mean;
+        ranking nodes on one report sends work after noise. Each new value is folded into a
+        slower average here; the same value seen again (one record read twice) is ignored.
+        """
+        track = self._track(node, service)
+        if reported_ms != track.reported_ms:
+            track.reported_ms = reported_ms
+            previous = track.reported_smoothed_ms
+            track.reported_smoothed_ms = (
+                reported_ms if previous <= 0.0 else previous + smoothing * (reported_ms - previous)
+            )
+        return track.reported_smoothed_ms
+
     def service_ms(self, node: bytes, service: str) -> float | None:
         """EWMA of the service times we observed on ``node``, or None if we observed none."""
         track = self._tracks.get((node, service))
@@ -203,10 +228,15 @@ def queue_ahead(candidate: Candidate, ledger: InFlightLedger) -> int:
     return max(corrected, ledger.outstanding(candidate.node, candidate.service), 0)
 
 
+REPORT_SMOOTHING = 0.1  # how successive gossiped service-time reports are averaged
+
+
 def service_time_ms(candidate: Candidate, ledger: InFlightLedger, prior_ms: float) -> float:
-    """Best known service time: gossip, else our own observations, else ``prior_ms``."""
+    """Best known service time: gossip (averaged over reports), else ours, else ``prior_ms``."""
     if candidate.ewma_service_ms > 0.0:
-        return candidate.ewma_service_ms
+        return ledger.reported_service_ms(
+            candidate.node, candidate.service, candidate.ewma_service_ms, REPORT_SMOOTHING
+        )
     observed = ledger.service_ms(candidate.node, candidate.service)
     return prior_ms if observed is None else observed
 
@@ -234,9 +264,13 @@ def _prior_ms(candidates: Sequence[Candidate], ledger: InFlightLedger) -> float:
 def _sample_weighted(
     pool: list[tuple[Candidate, int, float]], count: int, rng: random.Random
 ) -> list[tuple[Candidate, int, float]]:
-    """``count`` entries without replacement, each drawn in proportion to slots / service time."""
+    """``count`` entries without replacement, drawn in proportion to slots^1.5 / service time.
+
+    Throughput (slots / service time) times a further √slots: a node with many slots absorbs a
+    burst that stale gossip hides with little waiting, a single-slot node queues at once.
+    """
     remaining = list(pool)
-    weights = [max(entry[0].slots, 1) / entry[2] for entry in remaining]
+    weights = [max(entry[0].slots, 1) ** 1.5 / entry[2] for entry in remaining]
     picked: list[tuple[Candidate, int, float]] = []
     for _ in range(min(count, len(remaining))):
         total = sum(weights)
@@ -269,7 +303,6 @@ def choose(
     accepted for symmetry with the other pure cores; the estimate depends on it only through
     the ledger and the candidates' gossip times. Raises :class:`NoCapacity` when no node is left.
     """
-    del now  # the ledger's times and the gossip times carry all the time information needed
     wanted = service
     pool = [
         candidate

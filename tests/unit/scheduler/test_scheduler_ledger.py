@@ -95,3 +95,12 @@ def test_old_completions_are_pruned_after_the_history_window() -> None:
 def test_smoothing_outside_zero_to_one_is_refused() -> None:
     with pytest.raises(ValueError, match="smoothing"):
         InFlightLedger(smoothing=0.0)
+
+
+def test_reported_service_times_are_averaged_and_a_repeated_report_counts_once() -> None:
+    ledger = InFlightLedger()
+    node = b"n" * 32
+    assert ledger.reported_service_ms(node, "model:m", 100.0, 0.1) == 100.0
+    assert ledger.reported_service_ms(node, "model:m", 200.0, 0.1) == pytest.approx(110.0)
+    # the same record read again (a piggybacked load moved its time, not its EWMA)
+    assert ledger.reported_service_ms(node, "model:m", 200.0, 0.1) == pytest.approx(110.0)
