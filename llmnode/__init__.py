@@ -1,3 +1,99 @@
-"""llmnode: a peer-to-peer mesh for serving language models and running agents."""
+"""llmnode: a peer-to-peer mesh for serving language models and running agents.
+
+The public API (pinned by ``tests/unit/test_public_api.py``)::
+
+    async with llmnode.connect() as mesh:          # the local node's control socket
+        print(await mesh.chat("model:smollm2-135m-instruct", "Hello!"))
+
+    class Echo(llmnode.Agent):
+        @llmnode.handler
+        async def echo(self, message: Ping, ctx: llmnode.Context) -> Pong: ...
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AccessDenied",
+    "Agent",
+    "ChatMessage",
+    "Context",
+    "DeadlineExceeded",
+    "EmbedRequest",
+    "EmbedResult",
+    "GenerateRequest",
+    "GenerateResult",
+    "HandlerError",
+    "Mesh",
+    "MeshError",
+    "NoCapacity",
+    "NotRunning",
+    "SyncMesh",
+    "TokenChunk",
+    "UnknownAgent",
+    "__version__",
+    "connect",
+    "connect_sync",
+    "handler",
+    "subscribe",
+]
+
+_LAZY = {
+    "Agent": "llmnode.agents.agent",
+    "Context": "llmnode.agents.agent",
+    "handler": "llmnode.agents.agent",
+    "subscribe": "llmnode.agents.agent",
+    "Mesh": "llmnode.agents.sdk",
+    "SyncMesh": "llmnode.agents.sdk",
+    "connect": "llmnode.agents.sdk",
+    "connect_sync": "llmnode.agents.sdk",
+    "ChatMessage": "llmnode.schemas.inference",
+    "EmbedRequest": "llmnode.schemas.inference",
+    "EmbedResult": "llmnode.schemas.inference",
+    "GenerateRequest": "llmnode.schemas.inference",
+    "GenerateResult": "llmnode.schemas.inference",
+    "TokenChunk": "llmnode.schemas.inference",
+    "AccessDenied": "llmnode.errors",
+    "DeadlineExceeded": "llmnode.errors",
+    "HandlerError": "llmnode.errors",
+    "MeshError": "llmnode.errors",
+    "NoCapacity": "llmnode.errors",
+    "NotRunning": "llmnode.errors",
+    "UnknownAgent": "llmnode.errors",
+}
+
+if TYPE_CHECKING:
+    from llmnode.agents.agent import Agent, Context, handler, subscribe
+    from llmnode.agents.sdk import Mesh, SyncMesh, connect, connect_sync
+    from llmnode.errors import (
+        AccessDenied,
+        DeadlineExceeded,
+        HandlerError,
+        MeshError,
+        NoCapacity,
+        NotRunning,
+        UnknownAgent,
+    )
+    from llmnode.schemas.inference import (
+        ChatMessage,
+        EmbedRequest,
+        EmbedResult,
+        GenerateRequest,
+        GenerateResult,
+        TokenChunk,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public API on first use, so ``import llmnode`` (and the CLI) stays fast."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'llmnode' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

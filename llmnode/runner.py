@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from llmnode.bus.identity import Identity
@@ -129,7 +130,7 @@ async def run_node(config: NodeConfig, *, install_signals: bool = True) -> None:
     loop = asyncio.get_running_loop()
     if install_signals:
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, node.stop)
+            loop.add_signal_handler(signum, _stopper(node, signum))
     agents_task: asyncio.Task[None] | None = None
     if config.agents:
         agents_task = asyncio.create_task(_run_agents(node, config.agents))
@@ -140,6 +141,14 @@ async def run_node(config: NodeConfig, *, install_signals: bool = True) -> None:
             agents_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, MeshError):
                 await agents_task
+
+
+def _stopper(node: Node, signum: int) -> Callable[[], None]:
+    def stop() -> None:
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        node.stop()
+
+    return stop
 
 
 async def _run_agents(node: Node, specs: list[str]) -> None:

@@ -9,6 +9,7 @@ living in another process is served exactly like a model hosted in the node.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 from collections import OrderedDict
@@ -71,7 +72,6 @@ class ProxyService:
         self.client = client
         self.register = register
         self._calls: dict[int, tuple[asyncio.Future[bytes], Emit]] = {}
-        self._next_call = 0
         self._ewma_ms = 0.0
         self._served = 0
 
@@ -94,8 +94,7 @@ class ProxyService:
         )
 
     async def call(self, call: ServiceCall, emit: Emit) -> bytes:
-        self._next_call += 1
-        call_id = self._next_call
+        call_id = self._owner.next_call_id()  # unique per node: one client may host many agents
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._calls[call_id] = (future, emit)
         started = time.monotonic()
@@ -155,6 +154,10 @@ class AttachedClients:
         self._clients: dict[bytes, _Client] = {}
         self._proxies: dict[str, ProxyService] = {}
         self._seen_messages: OrderedDict[bytes, None] = OrderedDict()
+        self._call_ids = itertools.count(1)
+
+    def next_call_id(self) -> int:
+        return next(self._call_ids)
 
     def send(self, client: bytes, message: WireMessage) -> bool:
         return self._node.control.send(client, message)
@@ -281,7 +284,13 @@ class AttachedClients:
 
     def _send_one_way(self, service: str, payload: bytes, caller: str) -> None:
         router = self._node.router
-        candidates = self._node.view.candidates(service)
+        only: bytes | None = None
+        if "@" in service:
+            service, _, node_name = service.partition("@")
+            only = self._node.view.resolve(node_name)
+            if only is None:
+                raise UnknownAgent(f"no node named {node_name!r} in the mesh")
+        candidates = self._node.view.candidates(service, only, time.time())
         if not candidates:
             raise UnknownAgent(f"no agent named {service!r} in the mesh")
         choice = choose(candidates, router.ledger, time.time(), router.rng)

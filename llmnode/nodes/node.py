@@ -151,6 +151,10 @@ class Node:
             await self._run_loops()
         except* _Stop:
             pass
+        except* Exception as group:
+            for error in group.exceptions:
+                log.error("node_failed", error=f"{type(error).__name__}: {error}", exc_info=error)
+            raise
         finally:
             await self._shutdown()
 
