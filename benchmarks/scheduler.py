@@ -1,13 +1,18 @@
-"""Scheduler benchmark: a discrete-event simulation of a heterogeneous 16-node mesh (no I/O).
+"""Scheduler benchmark: a simulated 16-node mesh (no I/O), then three real node processes (I/O).
 
-Sixteen nodes whose throughputs span 8× (slots × service time differ; half the nodes have
-exponential service times, half log-normal) serve Poisson arrivals at 50 %, 80 % and 95 % of
-the mesh's total capacity. Each request enters at a random node, which routes it:
+SIMULATION. Sixteen nodes whose throughputs span 8× (slots × service time differ; half the
+nodes have exponential service times, half log-normal) serve Poisson arrivals at 50 %, 80 % and
+95 % of the mesh's total capacity. Each request enters at a random node, which routes it:
 
-- ``llmnode``: :func:`llmnode.nodes.scheduler.choose`, from that entry node's own gossiped view
-  (each node publishes its load every gossip interval; a record reaches each observer after a
-  uniform 0..interval relay wait plus the one-way latency, as SWIM piggybacking does) and its
-  own :class:`~llmnode.nodes.scheduler.InFlightLedger`. The local node sees itself live.
+- ``llmnode``: :func:`llmnode.nodes.scheduler.choose` with that entry node's own
+  :class:`~llmnode.nodes.scheduler.InFlightLedger` and its own view of each peer, kept the way
+  :class:`llmnode.nodes.view.MeshView` keeps it: the newest received of (a) the peer's gossiped
+  record (published every 200 ms; it reaches each observer after a uniform 0..interval relay
+  wait plus the one-way latency, older versions dropped; timed by its arrival) and (b) the load
+  piggybacked on the peer's replies to this entry node: on the ``Accept`` (the load at admission,
+  RTT/2 later; repeated every second while the request runs) and on the ``Result`` (the load as
+  the request left). Its own load is exact. The serving node's EWMA of service times uses 0.2,
+  as the model runtime does.
 - ``random`` and ``round_robin`` (per entry node): the baselines a naive mesh would use.
 - ``oracle``: a central join-shortest-expected-delay with perfect instantaneous knowledge of
   every queue and every node's true mean service time.
@@ -16,27 +21,36 @@ A node whose waiting queue is at ``queue_limit`` refuses (Busy); the entry node 
 the refusing nodes excluded, as the real request path does. Every policy sees the same arrivals
 and the same per-request service-time draws (common random numbers), so the differences are
 the policies'. Latency is measured at the entry node, from arrival to answer, RTTs included.
+Targets at 80 %: llmnode p99 ≤ 1.3 × oracle, ≤ 0.5 × random, efficiency ≥ 0.9 (definition in the
+JSON, ``efficiency_definition``; the oracle's own efficiency is printed beside it).
 
-Load-balance efficiency = min over nodes of busy fraction / mean busy fraction (busy fraction =
-busy slot-time / (slots × window)). Targets at 80 %: llmnode p99 ≤ 1.3 × oracle, ≤ 0.5 × random,
-efficiency ≥ 0.9.
+REAL PROCESSES (``--real``, on by default; ``--no-real`` skips it): three ``llmnode start``
+processes on 127.0.0.1 serve the same tiny model with 1, 2 and 4 slots and ``--fault-slow-ms 5``;
+streams are kept 3 × 7 deep at the first node for 25 s through its control socket, and each
+node's share of the requests served is compared with its share of the slots:
+``real_share_error`` = the largest absolute difference.
 
-The last line printed is one JSON object. ``real_share_error`` is None here: the measurement on
-real node processes belongs to the node process's own benchmark, which can merge its number into
-this object (see :func:`main`).
+The last line printed is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import functools
 import heapq
 import json
 import math
+import os
 import random
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from llmnode.errors import NoCapacity
@@ -107,6 +121,7 @@ class NodeRuntime:
     waiting_head: int = 0
     ewma_service_ms: float = 0.0
     busy_time: float = 0.0  # slot-seconds inside the measurement window
+    served: int = 0  # measured requests this node completed
 
     @property
     def queue_depth(self) -> int:
@@ -343,6 +358,7 @@ class Simulation:
     def on_done(self, now: float, job: Job) -> None:
         node = self.nodes[job.target]
         node.busy -= 1
+        node.served += job.measured
         service = now - job.started
         node.busy_time += max(0.0, min(now, self.window_end) - max(job.started, self.warmup_end))
         service_ms = service * 1000
@@ -414,11 +430,17 @@ class Simulation:
         window = self.window_end - self.warmup_end
         utilisation = [node.busy_time / (node.spec.slots * window) for node in self.nodes]
         mean_utilisation = sum(utilisation) / len(utilisation)
+        served = sum(node.served for node in self.nodes) or 1
+        capacity = sum(spec.throughput for spec in self.specs)
+        work_ratio = [
+            (node.served / served) / (node.spec.throughput / capacity) for node in self.nodes
+        ]
         return {
             "policy": self.policy,
             "p50_ms": round(percentile(latencies, 0.50) * 1000, 2),
             "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
             "efficiency": round(min(utilisation) / mean_utilisation, 3),
+            "share_efficiency": round(min(work_ratio) / (sum(work_ratio) / len(work_ratio)), 3),
             "refusals": self.refusals,
             "measured": len(latencies),
         }
@@ -440,6 +462,191 @@ def simulate(policy: str, load: float, requests: int, seed: int, **options: bool
     return {"load": load, **simulation.result()}
 
 
+# -- real node processes --------------------------------------------------------------------------
+
+REAL_MODEL = "tiny-gpt2"
+REAL_SLOTS = (1, 2, 4)
+REAL_SLOW_MS = 5  # per streamed chunk, on every node: service time ≈ tokens × this
+REAL_TOKENS = 16
+REAL_SECONDS = 25.0  # how long the saturating load runs
+
+
+def _llmnode(*args: str) -> list[str]:
+    return [sys.executable, "-m", "llmnode", *args]
+
+
+def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except (OSError, ValueError, subprocess.SubprocessError):
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def _cli_json(env: dict[str, str], data_dir: Path, *args: str) -> Any:
+    done = subprocess.run(
+        _llmnode(*args, "--json", "--data-dir", str(data_dir)),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    return json.loads(done.stdout) if done.returncode == 0 else None
+
+
+def real_process_run(seconds: float = REAL_SECONDS) -> dict[str, Any]:
+    """Three `llmnode start` processes (slots 1, 2, 4) under saturating load entered at one.
+
+    Every node serves the same tiny model with the same per-chunk slowdown, so each node's
+    capacity is proportional to its slots. Streams of ``REAL_TOKENS`` tokens are kept
+    ``3 × total slots`` deep at the entry node for ``seconds``; each node's share of the requests
+    served is compared with its share of the capacity.
+    """
+    from llmnode.agents.models.store import ModelStore
+    from llmnode.agents.models.tiny import export_tiny
+    from llmnode.bus.keyring import MeshKeyRing
+
+    with tempfile.TemporaryDirectory(prefix="llmnode-bench-scheduler-") as scratch:
+        root = Path(scratch)
+        export_tiny(ModelStore(root / "store"), REAL_MODEL)
+        env = {
+            **os.environ,
+            "LLMNODE_MESH_KEY": MeshKeyRing.key_to_text(MeshKeyRing.generate_key()),
+            "PYTHONUNBUFFERED": "1",
+            "LLMNODE_ORT_THREADS": "1",
+        }
+        processes: list[subprocess.Popen[bytes]] = []
+        data_dirs: list[Path] = []
+        try:
+            seed = ""
+            for index, slots in enumerate(REAL_SLOTS):
+                name = f"s{index}"
+                data_dir = root / name
+                data_dir.mkdir()
+                args = [
+                    "start", "--data-dir", str(data_dir), "--name", name,
+                    "--listen", "tcp://127.0.0.1:0", "--no-beacon", "--probe-interval", "0.2",
+                    "--log-json", "--model", REAL_MODEL, "--model-store", str(root / "store"),
+                    "--model-slots", str(slots), "--fault-slow-ms", str(REAL_SLOW_MS),
+                ]  # fmt: skip
+                if seed:
+                    args += ["--join", seed]
+                with (root / f"{name}.log").open("ab") as log:
+                    processes.append(
+                        subprocess.Popen(
+                            _llmnode(*args),
+                            env=env,
+                            stdout=log,
+                            stderr=log,
+                            start_new_session=True,
+                        )
+                    )
+                data_dirs.append(data_dir)
+                status = _wait(
+                    functools.partial(_cli_json, env, data_dir, "status"),
+                    60,
+                    f"node {name} to start",
+                )
+                if not seed:
+                    seed = str(status["address"]).removeprefix("tcp://")
+            service = f"model:{REAL_MODEL}"
+            for data_dir in data_dirs:
+                _wait(
+                    functools.partial(_sees_every_host, env, data_dir, service),
+                    60,
+                    "every node to see the model on every node",
+                )
+            before = [_served(env, data_dir) for data_dir in data_dirs]
+            completed, failed = asyncio.run(_saturate(data_dirs[0], service, seconds))
+            after = [_served(env, data_dir) for data_dir in data_dirs]
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGKILL)
+                    process.wait(10)
+    served = [end - start for start, end in zip(before, after, strict=True)]
+    total = max(1, sum(served))
+    capacity = [slots / sum(REAL_SLOTS) for slots in REAL_SLOTS]
+    shares = [count / total for count in served]
+    return {
+        "real_share_error": round(
+            max(abs(share - want) for share, want in zip(shares, capacity, strict=True)), 3
+        ),
+        "real": {
+            "slots": list(REAL_SLOTS),
+            "fault_slow_ms": REAL_SLOW_MS,
+            "tokens": REAL_TOKENS,
+            "seconds": seconds,
+            "entry_node": "s0",
+            "served": served,
+            "served_share": [round(share, 3) for share in shares],
+            "capacity_share": [round(want, 3) for want in capacity],
+            "completed": completed,
+            "failed": failed,
+        },
+    }
+
+
+def _sees_every_host(env: dict[str, str], data_dir: Path, service: str) -> bool:
+    rows = _cli_json(env, data_dir, "peers") or []
+    hosts = [row for row in rows if row.get("state") == "alive" and service in row.get("load", {})]
+    return len(hosts) == len(REAL_SLOTS)
+
+
+def _served(env: dict[str, str], data_dir: Path) -> int:
+    status = _cli_json(env, data_dir, "status")
+    if status is None:
+        raise RuntimeError(f"llmnode status failed for {data_dir.name}")
+    return int(status["counters"]["requests"]["served"])
+
+
+async def _saturate(entry: Path, service: str, seconds: float) -> tuple[int, int]:
+    """Keep ``3 × total slots`` streams in flight at ``entry`` for ``seconds``."""
+    import msgspec
+
+    from llmnode.errors import MeshError
+    from llmnode.nodes.control_client import ControlClient
+    from llmnode.schemas.control import CtlRequest
+    from llmnode.schemas.inference import GenerateRequest
+
+    completed = failed = 0
+    stop_at = time.monotonic() + seconds
+    async with ControlClient.from_data_dir(entry) as client:
+
+        async def worker(number: int) -> None:
+            nonlocal completed, failed
+            sequence = 0
+            while time.monotonic() < stop_at:
+                sequence += 1
+                payload = msgspec.msgpack.encode(
+                    GenerateRequest(
+                        prompt=f"worker {number} request {sequence}",
+                        max_tokens=REAL_TOKENS,
+                        ignore_eos=True,
+                    )
+                )
+                request = CtlRequest(
+                    id=client.next_id(), service=service, method="generate",
+                    payload=payload, timeout=30.0, stream=True,
+                )  # fmt: skip
+                try:
+                    async with client.stream(request) as chunks:
+                        async for _ in chunks:
+                            pass
+                    completed += 1
+                except MeshError:
+                    failed += 1
+
+        await asyncio.gather(*(worker(number) for number in range(3 * sum(REAL_SLOTS))))
+    return completed, failed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=50_000, help="requests per run")
@@ -456,6 +663,14 @@ def main() -> None:
         action="store_true",
         help="the Accept's load omits the request it admits (server.py as built today)",
     )
+    parser.add_argument(
+        "--real",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run three real node processes and measure their shares (default: on)",
+    )
+    parser.add_argument("--real-seconds", type=float, default=REAL_SECONDS)
+    parser.add_argument("--real-only", action="store_true", help="skip the simulation")
     arguments = parser.parse_args()
     options = {
         "piggyback": not arguments.no_piggyback,
@@ -463,40 +678,69 @@ def main() -> None:
     }
 
     started = time.perf_counter()
+    summary: dict[str, Any] = {"benchmark": "scheduler"}
+    if not arguments.real_only:
+        summary.update(simulation_summary(arguments.loads, arguments.policies, arguments, options))
+    if arguments.real:
+        real = real_process_run(arguments.real_seconds)
+        print(f"real processes: {json.dumps(real['real'])}", file=sys.stderr)
+        summary.update(real)
+    else:
+        summary["real_share_error"] = None
+    summary["wall_s"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(summary))
+
+
+def simulation_summary(
+    loads: list[float], policies: list[str], arguments: argparse.Namespace, options: dict[str, bool]
+) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
-    for load in arguments.loads:
-        for policy in arguments.policies:
+    for load in loads:
+        for policy in policies:
             result = simulate(policy, load, arguments.requests, arguments.seed, **options)
             runs.append(result)
             print(
                 f"load={load:.2f} {policy:<12} p50={result['p50_ms']:8.2f} ms "
                 f"p99={result['p99_ms']:8.2f} ms efficiency={result['efficiency']:.3f} "
+                f"share_efficiency={result['share_efficiency']:.3f} "
                 f"refusals={result['refusals']}",
                 file=sys.stderr,
             )
 
-    def at(policy: str, load: float) -> dict[str, Any]:
-        return next(run for run in runs if run["policy"] == policy and run["load"] == load)
+    def at(policy: str, load: float) -> dict[str, Any] | None:
+        return next((run for run in runs if run["policy"] == policy and run["load"] == load), None)
 
-    ours, oracle, uniform = at("llmnode", 0.8), at("oracle", 0.8), at("random", 0.8)
-    summary: dict[str, Any] = {
-        "benchmark": "scheduler",
+    def ratio(policy: str, baseline: str) -> float | None:
+        ours, other = at(policy, 0.8), at(baseline, 0.8)
+        if ours is None or other is None:
+            return None
+        return round(float(ours["p99_ms"]) / float(other["p99_ms"]), 3)
+
+    ours, oracle = at("llmnode", 0.8), at("oracle", 0.8)
+    return {
         "nodes": len(mesh()),
         "requests_per_run": arguments.requests,
+        "seed": arguments.seed,
         "gossip_interval_ms": GOSSIP_INTERVAL * 1000,
+        "piggyback": options["piggyback"],
+        "accept_counts_admitted": options["accept_counts_admitted"],
         "loads": [
             {key: run[key] for key in ("policy", "load", "p50_ms", "p99_ms")} for run in runs
         ],
         "details": runs,
-        "p99_vs_oracle_80": round(ours["p99_ms"] / oracle["p99_ms"], 3),
-        "p99_vs_random_80": round(ours["p99_ms"] / uniform["p99_ms"], 3),
-        "efficiency_80": ours["efficiency"],
-        # Share error of real node processes: measured by the node process's benchmark, which
-        # merges its number here; this simulation alone has none.
-        "real_share_error": None,
-        "wall_s": round(time.perf_counter() - started, 1),
+        "p99_vs_oracle_80": ratio("llmnode", "oracle"),
+        "p99_vs_random_80": ratio("llmnode", "random"),
+        "efficiency_80": None if ours is None else ours["efficiency"],
+        "efficiency_80_oracle": None if oracle is None else oracle["efficiency"],
+        "share_efficiency_80": None if ours is None else ours["share_efficiency"],
+        "share_efficiency_80_oracle": None if oracle is None else oracle["share_efficiency"],
+        "efficiency_definition": (
+            "efficiency = min over nodes of u / mean over nodes of u at 80 % load, u = busy "
+            "slot-seconds / (slots x measured window) (busy-slot fraction). share_efficiency: "
+            "the same min/mean of (node's share of requests served) / (node's share of "
+            "capacity, slots / mean service time); equal to efficiency up to service-time noise"
+        ),
     }
-    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
