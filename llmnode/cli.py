@@ -262,11 +262,13 @@ def start(
         typer.Option(help="Fault injection: delay every frame this node sends by N ms."),
     ] = None,
     fault_slow_ms: Annotated[
-        float | None, typer.Option(help="Fault injection: delay every chunk this node streams by N ms.")
+        float | None,
+        typer.Option(help="Fault injection: delay every chunk this node streams by N ms."),
     ] = None,
     model_slots: Annotated[int | None, typer.Option(help="Parallel streams per model.")] = None,
     model_queue_limit: Annotated[
-        int | None, typer.Option(help="Waiting requests per model beyond which the node answers Busy.")
+        int | None,
+        typer.Option(help="Waiting requests per model beyond which the node answers Busy."),
     ] = None,
 ) -> None:
     """Run a node until SIGINT/SIGTERM, then leave the mesh gracefully."""

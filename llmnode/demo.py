@@ -41,8 +41,19 @@ class _DemoNode:
         self.data_dir.mkdir(parents=True)
         self.log_path = root / f"{name}.log"
         command = [
-            sys.executable, "-m", "llmnode", "start", "--data-dir", str(self.data_dir),
-            "--name", name, "--listen", "tcp://127.0.0.1:0", "--no-beacon", "--log-json", *args,
+            sys.executable,
+            "-m",
+            "llmnode",
+            "start",
+            "--data-dir",
+            str(self.data_dir),
+            "--name",
+            name,
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--no-beacon",
+            "--log-json",
+            *args,
         ]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
@@ -52,7 +63,10 @@ class _DemoNode:
     def status(self) -> dict[str, Any] | None:
         result = subprocess.run(
             [sys.executable, "-m", "llmnode", "status", "--json", "--data-dir", str(self.data_dir)],
-            capture_output=True, text=True, check=False, timeout=30,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
         )
         return json.loads(result.stdout) if result.returncode == 0 else None
 
@@ -111,18 +125,32 @@ def run_demo(questions: list[str], *, store: str | None = None, keep: bool = Fal
         nodes.append(seed)
         seed_status = seed.wait_ready()
         join = seed_status["address"].removeprefix("tcp://")
-        typer.echo(f"  seed   {seed_status['node_id'][:12]} at {seed_status['address']}  serves model:{EMBED_MODEL}")
+        typer.echo(
+            f"  seed   {seed_status['node_id'][:12]} at {seed_status['address']}  serves model:{EMBED_MODEL}"
+        )
         node3 = _DemoNode("node3", root, ["--join", join, "--model", CHAT_MODEL], env)
         node2 = _DemoNode(
-            "node2", root,
-            ["--join", join, "--agent", "examples.qa_pipeline:Librarian",
-             "--agent", "examples.qa_pipeline:Writer"],
+            "node2",
+            root,
+            [
+                "--join",
+                join,
+                "--agent",
+                "examples.qa_pipeline:Librarian",
+                "--agent",
+                "examples.qa_pipeline:Writer",
+            ],
             env,
         )
         nodes += [node3, node2]
-        for node, role in ((node2, "hosts agents librarian, writer"), (node3, f"serves model:{CHAT_MODEL}")):
+        for node, role in (
+            (node2, "hosts agents librarian, writer"),
+            (node3, f"serves model:{CHAT_MODEL}"),
+        ):
             status = node.wait_ready()
-            typer.echo(f"  {node.name:<6} {status['node_id'][:12]} at {status['address']}  {role}, joined via seed")
+            typer.echo(
+                f"  {node.name:<6} {status['node_id'][:12]} at {status['address']}  {role}, joined via seed"
+            )
         _say("waiting for the mesh to agree (gossip)")
         _wait_converged(seed, expected=3)
         typer.echo(f"  3 nodes alive after {time.monotonic() - started:.1f} s")
@@ -132,8 +160,12 @@ def run_demo(questions: list[str], *, store: str | None = None, keep: bool = Fal
         for node in nodes:
             status = node.status() or {}
             requests = status.get("counters", {}).get("requests", {})
-            services = ", ".join(s["name"] for s in status.get("services", []) if s["kind"] != "subscriptions")
-            typer.echo(f"  {node.name:<6} served {requests.get('served', 0):>3} requests  ({services or '-'})")
+            services = ", ".join(
+                s["name"] for s in status.get("services", []) if s["kind"] != "subscriptions"
+            )
+            typer.echo(
+                f"  {node.name:<6} served {requests.get('served', 0):>3} requests  ({services or '-'})"
+            )
         typer.echo(f"\ndemo finished in {time.monotonic() - started:.1f} s; {len(answers)} answers")
         return 0
     finally:
@@ -160,7 +192,6 @@ def _wait_converged(node: _DemoNode, expected: int, timeout: float = 60.0) -> No
 async def _ask(data_dir: Path, questions: list[str]) -> list[Any]:
     sys.path.insert(0, str(REPO_ROOT))
     from examples.qa_pipeline import DEFAULT_QUESTIONS, ask_questions  # noqa: PLC0415
-
     from llmnode.agents.sdk import connect  # noqa: PLC0415
 
     async with connect(str(data_dir), name="demo") as mesh:

@@ -165,7 +165,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(_to_json(reply))
 
     @app.command("chat")
-    def chat_command(  # noqa: PLR0917 - Typer maps parameters to options
+    def chat_command(
         model: Annotated[str, typer.Argument(help="Model name, e.g. smollm2-135m-instruct.")],
         message: Annotated[
             str | None, typer.Option("--message", "-m", help="Ask once and exit.")

@@ -18,7 +18,7 @@ typed ones of :mod:`llmnode.errors`: NotRunning (no local node), UnknownAgent, D
 NoCapacity, AccessDenied, HandlerError (the remote handler raised).
 """
 
-# ruff: noqa: ASYNC109 - `timeout` here is the request's deadline in the mesh, carried to the
+
 # node inside the message, not a local wait that asyncio.timeout could replace.
 
 from __future__ import annotations

@@ -212,7 +212,7 @@ class Bus:
         self._stats["send_failed"] += 1
         return False
 
-    async def connect(self, address: str, timeout: float = 5.0) -> bytes:  # noqa: ASYNC109 - retries inside
+    async def connect(self, address: str, timeout: float = 5.0) -> bytes:
         """Handshake with the node at ``address``; its node id. TransportError on timeout."""
         loop = asyncio.get_running_loop()
         nonce = crypto.random_bytes(16)

@@ -9,6 +9,7 @@ living in another process is served exactly like a model hosted in the node.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import os
 import time
@@ -179,7 +180,7 @@ class AttachedClients:
             elif isinstance(message, CtlRequest):
                 task = asyncio.create_task(self._request(client, message))
                 client.requests[message.id] = task
-                task.add_done_callback(lambda _, c=client, i=message.id: c.requests.pop(i, None))
+                task.add_done_callback(functools.partial(_forget, client.requests, message.id))
             elif isinstance(message, CtlCancel):
                 running = client.requests.get(message.id)
                 if running is not None:
@@ -350,9 +351,10 @@ class AttachedClients:
                         ),
                     )
             return
-        proxy = self._proxies.get(message.service)
-        if proxy is None:
+        target = self._proxies.get(message.service)
+        if target is None:
             raise UnknownAgent(f"no agent {message.service!r} on this node")
+        proxy = target
         allow = proxy.register.allow
         if allow and sender_text not in allow and sender != self._node.node_id:
             raise AccessDenied(f"node {sender_text[:12]} may not message {message.service!r}")
@@ -372,5 +374,18 @@ class AttachedClients:
             return []
         return [ServiceInfo(name="subscriptions", kind="subscriptions", topics=topics)]
 
+    async def close(self) -> None:
+        """The node is stopping: end every request its clients have in flight."""
+        tasks = [task for client in self._clients.values() for task in client.requests.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for proxy in list(self._proxies.values()):
+            proxy.fail_all("the node is stopping")
+
     def on_peer_down(self, node: bytes) -> None:
         """Nothing to do today: requests to a dead node are retried by the router."""
+
+
+def _forget(requests: dict[int, asyncio.Task[None]], request_id: int, _: object) -> None:
+    requests.pop(request_id, None)

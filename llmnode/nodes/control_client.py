@@ -14,7 +14,7 @@ routes what arrives:
 Every wait has a timeout; a node that does not answer is :class:`~llmnode.errors.NotRunning`.
 """
 
-# ruff: noqa: ASYNC109 - `timeout` here is the request's deadline in the mesh, carried to the
+
 # node inside the message, not a local wait that asyncio.timeout could replace.
 
 from __future__ import annotations

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import socket
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+
+import msgspec
 
 from llmnode import __version__
 from llmnode.bus.bus import Bus
@@ -182,6 +185,7 @@ class Node:
         if self.membership is not None:
             self._send_all(self.membership.leave(time.time()))
             await asyncio.sleep(min(0.3, self.config.probe_interval))  # let Left go out
+        await self.clients.close()
         await self.server.close()
         self.control.close()
         await self.bus.close()
@@ -248,7 +252,7 @@ class Node:
                         sender,
                         node_id_to_text(sender),
                         message,
-                        lambda reply, to=sender: self.bus.send(to, reply),
+                        functools.partial(self.bus.send, sender),
                     )
                 elif isinstance(message, _REPLY_TYPES):
                     self.router.on_reply(sender, message)
@@ -304,13 +308,16 @@ class Node:
                 delay = min(delay * 2, 5.0)
 
     def _local_load(self, name: str) -> ServiceLoad | None:
-        service = self.server.services.get(name)
-        return service.info().load if service is not None else None
+        return self.server.load_of(name)
 
     # -- state -------------------------------------------------------------------------------
 
     def services_info(self) -> list[ServiceInfo]:
-        infos = [service.info() for service in self.server.services.values()]
+        infos = []
+        for name, service in self.server.services.items():
+            info = service.info()
+            load = self.server.load_of(name, service)
+            infos.append(msgspec.structs.replace(info, load=load) if load else info)
         return infos + self.clients.subscription_infos()
 
     def state(self) -> NodeState:

@@ -82,6 +82,7 @@ class Router:
         self._stall_timeout = max(1.0, 3.0 * heartbeat_s)
         self._pending: dict[bytes, tuple[bytes, asyncio.Queue[object]]] = {}
         self.ledger = InFlightLedger()
+        self._result_load: dict[bytes, tuple[int, int]] = {}
         self.counters: Counter[str] = Counter()
 
     # -- inbound ------------------------------------------------------------------------------
@@ -200,10 +201,8 @@ class Router:
                             f"node serving {service!r} failed ({failure.reason}) after accepting "
                             "a request that is not idempotent; not retried"
                         ) from None
-                    if (
-                        (delivered.token_ids
-                        and not resumable)
-                        or (stream and not resumable and delivered.text)
+                    if (delivered.token_ids and not resumable) or (
+                        stream and not resumable and delivered.text
                     ):
                         raise MeshError(f"stream from {service!r} lost its node") from None
                     self.counters["retried"] += 1
@@ -256,14 +255,15 @@ class Router:
             return result
         finally:
             if finished_ok:
+                now = time.time()
                 self.ledger.finished(
-                    node,
-                    service,
-                    request_id,
-                    time.time(),
-                    service_ms=(time.time() - started) * 1000.0,
+                    node, service, request_id, now, service_ms=(now - started) * 1000.0
                 )
+                load = self._result_load.pop(request_id, None)
+                if load is not None:
+                    self._view.observe_load(node, service, load[0], load[1], now + 1e-6)
             else:
+                self._result_load.pop(request_id, None)
                 self.ledger.refused(node, service, request_id)
 
     async def _local(
@@ -289,11 +289,14 @@ class Router:
             stream=stream,
         )
         self._server.counters["local"] += 1
+        self._server.begin(service)
         try:
             async with asyncio.timeout(max(0.0, deadline - time.time())):
                 result = await target.call(call, deliver)
         except TimeoutError:
             raise DeadlineExceeded(f"{service!r} did not finish before the deadline") from None
+        finally:
+            self._server.end(service)
         self._server.counters["served"] += 1
         return result
 
@@ -343,11 +346,10 @@ class Router:
                     raise _AttemptFailed("stalled" if accepted else "no_answer", accepted) from None
                 if message is _PEER_DOWN:
                     raise _AttemptFailed("peer_down", accepted)
-                if isinstance(message, Accept | Result):
+                if isinstance(message, Accept):
                     self._view.observe_load(
                         node, service, message.queue_depth, message.in_flight, time.time()
                     )
-                if isinstance(message, Accept):
                     if not accepted:
                         self._view.observe_rtt(node, (time.time() - sent_at) * 1000.0)
                     accepted = True
@@ -358,6 +360,9 @@ class Router:
                     expected_seq = message.seq + 1
                     await deliver(message.data)
                 elif isinstance(message, Result):
+                    # Its load snapshot excludes this request: apply it after the ledger has
+                    # recorded the request finished (see _attempt), or it is subtracted twice.
+                    self._result_load[request_id] = (message.queue_depth, message.in_flight)
                     return message.data
                 elif isinstance(message, Refuse):
                     if message.code == "busy":

@@ -14,11 +14,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import msgspec
+
 from llmnode.errors import AccessDenied, Busy, DeadlineExceeded, MeshError, UnknownAgent
 from llmnode.log import get_logger
 from llmnode.nodes.service import Service, ServiceCall
 from llmnode.schemas.base import WireMessage
 from llmnode.schemas.requests import Accept, Chunk, ErrorReply, Refuse, Request, Result
+from llmnode.schemas.state import ServiceLoad
 
 log = get_logger(__name__)
 
@@ -36,7 +39,26 @@ class RequestServer:
         self.slow_chunk_s = slow_chunk_s  # fault injection: a slow node
         self.services: dict[str, Service] = {}
         self._running: dict[tuple[bytes, bytes], asyncio.Task[None]] = {}
+        # Requests admitted and not yet answered, per service, remote and local alike. A request
+        # holds its place until its result is sent, not only while its runtime computes it.
+        self.active: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
+
+    def load_of(self, name: str, service: Service | None = None) -> ServiceLoad | None:
+        """The service's load as callers should see it: the runtime's own figures, raised to
+        account for every request admitted and not yet answered."""
+        service = service or self.services.get(name)
+        if service is None:
+            return None
+        return _with_active(service.info().load, self.active[name])
+
+    def begin(self, name: str) -> None:
+        self.active[name] += 1
+
+    def end(self, name: str) -> None:
+        self.active[name] -= 1
+        if self.active[name] <= 0:
+            del self.active[name]
 
     def admit(self, service_name: str, caller_node: str) -> Service:
         """The service, if this request may start now; raises the typed refusal otherwise."""
@@ -47,7 +69,7 @@ class RequestServer:
         if info.allow and caller_node not in info.allow and caller_node != self._node_id_text:
             self.counters["access_denied"] += 1
             raise AccessDenied(f"node {caller_node[:12]} may not call {service_name!r}")
-        load = info.load
+        load = self.load_of(service_name, service) or info.load
         if load.queue_depth >= load.queue_limit:
             self.counters["busy"] += 1
             raise Busy(f"{service_name!r} is busy ({load.queue_depth} queued)")
@@ -67,7 +89,8 @@ class RequestServer:
                 Refuse(id=request.id, code=getattr(error, "code", "mesh_error"), message=str(error))
             )
             return
-        reply(self._accept(request.id, service))
+        self.begin(request.service)
+        reply(self._accept(request.id, request.service))
         call = ServiceCall(
             request_id=request.id,
             service=request.service,
@@ -94,17 +117,11 @@ class RequestServer:
             reply(Chunk(id=call.request_id, seq=sequence, data=data))
             sequence += 1
 
-        heartbeat = asyncio.create_task(self._heartbeat(call.request_id, service, reply))
+        heartbeat = asyncio.create_task(self._heartbeat(call.request_id, call.service, reply))
         try:
             async with asyncio.timeout_at(_loop_deadline(call.deadline)):
                 result = await service.call(call, emit)
-            load = service.info().load
-            reply(
-                Result(
-                    id=call.request_id, data=result, chunks=sequence,
-                    queue_depth=load.queue_depth, in_flight=max(0, load.in_flight - 1),
-                )
-            )
+            reply(self._result(call, result, sequence))
             self.counters["served"] += 1
         except TimeoutError:
             self.counters["deadline"] += 1
@@ -128,15 +145,31 @@ class RequestServer:
         finally:
             heartbeat.cancel()
 
-    @staticmethod
-    def _accept(request_id: bytes, service: Service) -> Accept:
-        load = service.info().load
+    def _accept(self, request_id: bytes, name: str) -> Accept:
+        """Accept, carrying the load with this request counted (it was admitted just now)."""
+        load = self.load_of(name)
+        if load is None:
+            return Accept(id=request_id)
         return Accept(id=request_id, queue_depth=load.queue_depth, in_flight=load.in_flight)
 
-    async def _heartbeat(self, request_id: bytes, service: Service, reply: Reply) -> None:
+    def _result(self, call: ServiceCall, data: bytes, chunks: int) -> Result:
+        """Result, carrying the load without this request (it is answered now)."""
+        service = self.services.get(call.service)
+        if service is None:
+            return Result(id=call.request_id, data=data, chunks=chunks)
+        load = _with_active(service.info().load, self.active[call.service] - 1)
+        return Result(
+            id=call.request_id,
+            data=data,
+            chunks=chunks,
+            queue_depth=load.queue_depth,
+            in_flight=load.in_flight,
+        )
+
+    async def _heartbeat(self, request_id: bytes, name: str, reply: Reply) -> None:
         while True:
             await asyncio.sleep(self._heartbeat_s)
-            reply(self._accept(request_id, service))
+            reply(self._accept(request_id, name))
 
     def cancel(self, caller: bytes, request_id: bytes) -> bool:
         task = self._running.get((caller, request_id))
@@ -156,6 +189,15 @@ class RequestServer:
         await asyncio.gather(*tasks, return_exceptions=True)
         for service in list(self.services.values()):
             await service.close()
+
+
+def _with_active(load: ServiceLoad, active: int) -> ServiceLoad:
+    slots = max(1, load.slots)
+    return msgspec.structs.replace(
+        load,
+        in_flight=max(load.in_flight, min(active, slots)),
+        queue_depth=max(load.queue_depth, active - slots),
+    )
 
 
 def _loop_deadline(deadline: float) -> float:

@@ -38,7 +38,7 @@ def schemas() -> dict[str, dict[str, Any]]:
         **msgspec.json.schema(union),
     }
     for cls in [*types, *_PAYLOADS, NodeConfig]:
-        name = "config" if cls is NodeConfig else cls.__name__
+        name = "config" if cls is NodeConfig else getattr(cls, "__name__", str(cls))
         documents[f"{name}.json"] = msgspec.json.schema(cls)
     return documents
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from llmnode.agents.models.store import default_root
 from llmnode.agents.sdk import SyncMesh, connect_sync
 from llmnode.errors import MeshError
 
@@ -29,7 +30,8 @@ START_TIMEOUT = 60.0
 
 def model_store_root() -> Path:
     configured = os.environ.get("LLMNODE_TEST_STORE")
-    return Path(configured) if configured else Path.home() / ".cache" / "llmnode" / "test-store"
+    # The default store: scripts/install has already pulled the default models into it.
+    return Path(configured) if configured else default_root()
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Fixtures for the model runtime: tiny random models (per session) and the real defaults.
 
-The real defaults are pulled once into a persistent store (``$LLMNODE_TEST_STORE`` or
-``~/.cache/llmnode/test-store``) so reruns are fast.
+The real defaults are pulled once into a persistent store (``$LLMNODE_TEST_STORE`` or the default store
+``~/.cache/llmnode/models``, where scripts/install pulls them) so reruns are fast.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from llmnode.agents.models import (
     ensure_models,
 )
 from llmnode.agents.models.export import export
+from llmnode.agents.models.store import default_root
 
 
 def test_store_root() -> Path:
     configured = os.environ.get("LLMNODE_TEST_STORE")
-    return Path(configured) if configured else Path.home() / ".cache" / "llmnode" / "test-store"
+    # The default store: scripts/install has already pulled the default models into it.
+    return Path(configured) if configured else default_root()
 
 
 @pytest.fixture(scope="session")

@@ -49,8 +49,10 @@ def test_five_nodes_form_a_mesh_from_one_seed_and_handle_crash_rejoin_and_leave(
     victim.start()
     wait_for(
         lambda: all(
-            any(r["name"] == "n3" and r["state"] == "alive" and r["incarnation"] > old_incarnation
-                for r in n.peers())
+            any(
+                r["name"] == "n3" and r["state"] == "alive" and r["incarnation"] > old_incarnation
+                for r in n.peers()
+            )
             for n in survivors
         ),
         timeout=30,

@@ -36,8 +36,14 @@ def _start_serving(
     nodes = [
         mesh.add(
             f"s{i}",
-            ["--model", "tiny-gpt2", "--model-store", str(store), *extra,
-             *(last_extra if i == count - 1 else ())],
+            [
+                "--model",
+                "tiny-gpt2",
+                "--model-store",
+                str(store),
+                *extra,
+                *(last_extra if i == count - 1 else ()),
+            ],
         )
         for i in range(count)
     ]
@@ -57,11 +63,17 @@ def _payload(prompt: str, max_tokens: int = 24) -> bytes:
     return msgspec.msgpack.encode(GenerateRequest(prompt=prompt, max_tokens=max_tokens))
 
 
-async def _stream(client: ControlClient, prompt: str, max_tokens: int, timeout: float = 60.0) -> str:
+async def _stream(
+    client: ControlClient, prompt: str, max_tokens: int, timeout: float = 60.0
+) -> str:
     """One streamed generate through the mesh; returns the text the consumer saw."""
     request = CtlRequest(
-        id=client.next_id(), service=MODEL, method="generate",
-        payload=_payload(prompt, max_tokens), timeout=timeout, stream=True,
+        id=client.next_id(),
+        service=MODEL,
+        method="generate",
+        payload=_payload(prompt, max_tokens),
+        timeout=timeout,
+        stream=True,
     )
     pieces: list[str] = []
     async with client.stream(request) as chunks:
@@ -140,16 +152,18 @@ def test_killing_a_serving_node_mid_load_loses_no_request_and_resumes_streams(
 def test_full_queues_reroute_then_no_capacity_at_the_deadline(
     mesh: LocalMesh, tiny_store: Path
 ) -> None:
-    nodes = _start_serving(
-        mesh, tiny_store, 2, "--model-slots", "1", "--model-queue-limit", "1"
-    )
+    nodes = _start_serving(mesh, tiny_store, 2, "--model-slots", "1", "--model-queue-limit", "1")
 
     async def flood() -> tuple[int, list[BaseException]]:
         async with ControlClient.from_data_dir(nodes[0].data_dir) as client:
+
             async def one(i: int) -> None:
                 request = CtlRequest(
-                    id=client.next_id(), service=MODEL, method="generate",
-                    payload=_payload(f"flood {i}", 64), timeout=1.5,
+                    id=client.next_id(),
+                    service=MODEL,
+                    method="generate",
+                    payload=_payload(f"flood {i}", 64),
+                    timeout=1.5,
                 )
                 await client.call(request)
 
@@ -165,9 +179,7 @@ def test_full_queues_reroute_then_no_capacity_at_the_deadline(
     assert errors, "40 long requests on two single-slot nodes cannot all finish in 1.5 s"
     assert all(isinstance(error, MeshError) for error in errors)
     assert any(isinstance(error, NoCapacity) for error in errors)
-    refused = sum(
-        (node.status() or {})["counters"]["requests"]["refused_busy"] for node in nodes
-    )
+    refused = sum((node.status() or {})["counters"]["requests"]["refused_busy"] for node in nodes)
     assert refused >= 1
     status = nodes[0].status()
     assert status is not None
@@ -187,8 +199,12 @@ def test_cancelling_a_request_frees_its_slot_on_the_serving_node(
     async def scenario() -> float:
         async with ControlClient.from_data_dir(entry.data_dir) as client:
             long = CtlRequest(
-                id=client.next_id(), service=MODEL, method="generate",
-                payload=_payload("a very long story", 100_000), timeout=120, stream=True,
+                id=client.next_id(),
+                service=MODEL,
+                method="generate",
+                payload=_payload("a very long story", 100_000),
+                timeout=120,
+                stream=True,
             )
             waiter = client.stream(long)
             async with waiter as chunks:
