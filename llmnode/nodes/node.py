@@ -389,6 +389,7 @@ class Node:
                     "retried": self.router.counters["retried"],
                     "resumed": self.router.counters["resumed"],
                     "failed": self.router.counters["failed"],
+                    "cancelled": self.router.counters["cancelled"],
                     "refused_busy": self.server.counters["busy"],
                     "access_denied": self.server.counters["access_denied"],
                 },

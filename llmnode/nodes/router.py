@@ -213,7 +213,10 @@ class Router:
                 if resumable and delivered.token_ids:
                     result = _merge_result(result, delivered)
                 return result
-        except (asyncio.CancelledError, MeshError):
+        except asyncio.CancelledError:
+            self.counters["cancelled"] += 1
+            raise
+        except MeshError:
             self.counters["failed"] += 1
             raise
 

@@ -10,6 +10,7 @@ dead one. Cancellation and deadlines reach the service by cancelling its task.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -105,7 +106,11 @@ class RequestServer:
             self._run(service, call, reply), name=f"serve-{request.id.hex()}"
         )
         self._running[key] = task
-        task.add_done_callback(lambda _: self._running.pop(key, None))
+        task.add_done_callback(functools.partial(self._finished, key, request.service))
+
+    def _finished(self, key: tuple[bytes, bytes], name: str, _: object) -> None:
+        if self._running.pop(key, None) is not None:
+            self.end(name)
 
     async def _run(self, service: Service, call: ServiceCall, reply: Reply) -> None:
         sequence = 0

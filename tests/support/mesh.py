@@ -35,14 +35,21 @@ class NodeProcess:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                llmnode_command("start", *self.args), env=self.env, stdout=log, stderr=log,
+                llmnode_command("start", *self.args),
+                env=self.env,
+                stdout=log,
+                stderr=log,
                 start_new_session=True,
             )
 
     def run_cli(self, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             llmnode_command(*args, "--data-dir", str(self.data_dir)),
-            env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def status(self) -> dict[str, Any] | None:
@@ -95,8 +102,17 @@ class LocalMesh:
         data_dir = self.root / name
         data_dir.mkdir(parents=True, exist_ok=True)
         args = [
-            "--data-dir", str(data_dir), "--name", name, "--listen", "tcp://127.0.0.1:0",
-            "--no-beacon", "--probe-interval", str(self.probe_interval), "--log-json", *extra,
+            "--data-dir",
+            str(data_dir),
+            "--name",
+            name,
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--no-beacon",
+            "--probe-interval",
+            str(self.probe_interval),
+            "--log-json",
+            *extra,
         ]
         if join and self.nodes:
             seed = self.nodes[0].address.removeprefix("tcp://")

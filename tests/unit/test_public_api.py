@@ -5,10 +5,28 @@ from __future__ import annotations
 import llmnode
 
 PUBLIC = {
-    "AccessDenied", "Agent", "ChatMessage", "Context", "DeadlineExceeded", "EmbedRequest",
-    "EmbedResult", "GenerateRequest", "GenerateResult", "HandlerError", "Mesh", "MeshError",
-    "NoCapacity", "NotRunning", "SyncMesh", "TokenChunk", "UnknownAgent", "__version__",
-    "connect", "connect_sync", "handler", "subscribe",
+    "AccessDenied",
+    "Agent",
+    "ChatMessage",
+    "Context",
+    "DeadlineExceeded",
+    "EmbedRequest",
+    "EmbedResult",
+    "GenerateRequest",
+    "GenerateResult",
+    "HandlerError",
+    "Mesh",
+    "MeshError",
+    "NoCapacity",
+    "NotRunning",
+    "SyncMesh",
+    "TokenChunk",
+    "UnknownAgent",
+    "__version__",
+    "connect",
+    "connect_sync",
+    "handler",
+    "subscribe",
 }
 
 
@@ -22,6 +40,12 @@ def test_every_public_name_resolves() -> None:
 
 
 def test_errors_share_one_root() -> None:
-    for name in ("AccessDenied", "DeadlineExceeded", "HandlerError", "NoCapacity", "NotRunning",
-                 "UnknownAgent"):
+    for name in (
+        "AccessDenied",
+        "DeadlineExceeded",
+        "HandlerError",
+        "NoCapacity",
+        "NotRunning",
+        "UnknownAgent",
+    ):
         assert issubclass(getattr(llmnode, name), llmnode.MeshError)

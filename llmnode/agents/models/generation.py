@@ -488,10 +488,9 @@ class GenerationRuntime:
     def _finish(self, sequence: _Sequence, reason: str, text: str | None = None) -> None:
         if text is None:
             text = self._decode(sequence.text_ids)[sequence.emitted_chars :]
-        sequence.deliver(
-            TokenChunk(text=text, token_ids=sequence.pending_ids, finish_reason=reason)
-        )
+        last = TokenChunk(text=text, token_ids=sequence.pending_ids, finish_reason=reason)
         sequence.pending_ids = []
+        # Count the row finished (load, served) before its consumer can see the last chunk.
         with self._condition:
             sequence.finished = True
         self._served += 1
@@ -501,3 +500,4 @@ class GenerationRuntime:
             if self._ewma_service_ms == 0
             else ((1 - _EWMA) * self._ewma_service_ms + _EWMA * elapsed_ms)
         )
+        sequence.deliver(last)
