@@ -295,7 +295,7 @@ class Router:
         self._server.begin(service)
         try:
             async with asyncio.timeout(max(0.0, deadline - time.time())):
-                result = await target.call(call, deliver)
+                result = await self._server.call_in_slot(target, call, deliver)
         except TimeoutError:
             raise DeadlineExceeded(f"{service!r} did not finish before the deadline") from None
         finally:

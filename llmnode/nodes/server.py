@@ -19,7 +19,7 @@ import msgspec
 
 from llmnode.errors import AccessDenied, Busy, DeadlineExceeded, MeshError, UnknownAgent
 from llmnode.log import get_logger
-from llmnode.nodes.service import Service, ServiceCall
+from llmnode.nodes.service import Emit, Service, ServiceCall
 from llmnode.schemas.base import WireMessage
 from llmnode.schemas.requests import Accept, Chunk, ErrorReply, Refuse, Request, Result
 from llmnode.schemas.state import ServiceLoad
@@ -43,6 +43,7 @@ class RequestServer:
         # Requests admitted and not yet answered, per service, remote and local alike. A request
         # holds its place until its result is sent, not only while its runtime computes it.
         self.active: Counter[str] = Counter()
+        self._slots: dict[str, asyncio.Semaphore] = {}
         self.counters: Counter[str] = Counter()
 
     def load_of(self, name: str, service: Service | None = None) -> ServiceLoad | None:
@@ -108,6 +109,19 @@ class RequestServer:
         self._running[key] = task
         task.add_done_callback(functools.partial(self._finished, key, request.service))
 
+    async def call_in_slot(self, service: Service, call: ServiceCall, emit: Emit) -> bytes:
+        """Run ``call`` once one of the service's slots is free: at most ``slots`` requests of a
+        service run at once on a node; the others wait here, counted as its queue."""
+        slots = self._slots.get(call.service)
+        if slots is None:
+            slots = self._slots[call.service] = asyncio.Semaphore(
+                max(1, service.info().load.slots)
+            )
+        async with slots:
+            if self.slow_chunk_s:
+                emit = _slowed(emit, self.slow_chunk_s)
+            return await service.call(call, emit)
+
     def _finished(self, key: tuple[bytes, bytes], name: str, _: object) -> None:
         if self._running.pop(key, None) is not None:
             self.end(name)
@@ -117,15 +131,13 @@ class RequestServer:
 
         async def emit(data: bytes) -> None:
             nonlocal sequence
-            if self.slow_chunk_s:
-                await asyncio.sleep(self.slow_chunk_s)
             reply(Chunk(id=call.request_id, seq=sequence, data=data))
             sequence += 1
 
         heartbeat = asyncio.create_task(self._heartbeat(call.request_id, call.service, reply))
         try:
             async with asyncio.timeout_at(_loop_deadline(call.deadline)):
-                result = await service.call(call, emit)
+                result = await self.call_in_slot(service, call, emit)
             reply(self._result(call, result, sequence))
             self.counters["served"] += 1
         except TimeoutError:
@@ -194,6 +206,16 @@ class RequestServer:
         await asyncio.gather(*tasks, return_exceptions=True)
         for service in list(self.services.values()):
             await service.close()
+
+
+def _slowed(emit: Emit, delay: float) -> Emit:
+    """Fault injection: a slow node takes ``delay`` longer for every chunk it produces."""
+
+    async def slowed(data: bytes) -> None:
+        await asyncio.sleep(delay)
+        await emit(data)
+
+    return slowed
 
 
 def _with_active(load: ServiceLoad, active: int) -> ServiceLoad:
