@@ -134,7 +134,7 @@ async def embedding_figures(store: ModelStore, requests: int = 256) -> dict[str,
     texts = [f"Sentence number {i} about {PROMPTS[i % len(PROMPTS)]}" for i in range(requests)]
     figures: dict[str, float] = {}
     for label, batch in (("unbatched", 1), ("batched", 32)):
-        runtime = EmbeddingRuntime(store, EMBED, max_batch_size=batch, max_queue_delay_ms=5)
+        runtime = EmbeddingRuntime(store, EMBED, max_batch_size=batch)
         await runtime.embed(texts[:4])
         latencies: list[float] = []
         semaphore = asyncio.Semaphore(32)

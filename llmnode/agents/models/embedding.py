@@ -1,8 +1,10 @@
 """Sentence embeddings on an ONNX encoder with dynamic batching (does I/O).
 
 Concurrent callers' texts are queued; one worker thread takes up to ``max_batch_size`` texts,
-waiting at most ``max_queue_delay_ms`` after the first for more to arrive, runs them through
-ONNX Runtime in one batch, mean-pools the hidden states under the attention mask and
+waiting at most ``max_queue_delay_ms`` after the first for more to arrive (default 0: an idle
+worker starts at once, and requests that arrive while a batch runs form the next batch, so
+batches grow with load and a lone request pays no delay), runs them through ONNX Runtime in one
+batch, mean-pools the hidden states under the attention mask and
 L2-normalises them. Results reach each caller's event loop with ``call_soon_threadsafe``.
 """
 
@@ -60,7 +62,7 @@ class EmbeddingRuntime:
         name: str,
         *,
         max_batch_size: int = 32,
-        max_queue_delay_ms: float = 5,
+        max_queue_delay_ms: float = 0,
         queue_limit: int = 1024,
         prefer_gpu: bool = True,
         threads: int | None = None,
