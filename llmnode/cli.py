@@ -1,4 +1,4 @@
-"""The ``llmnode`` command line (Typer). Commands parse arguments into a config and call the library.
+"""The ``llmnode`` command line (Typer): parse arguments into a config, call the library.
 
 Every :class:`~llmnode.errors.MeshError` ends the command with one readable line on stderr and a
 non-zero exit status; no library traceback reaches the user.
@@ -234,7 +234,7 @@ def start(
     control: Annotated[
         str | None,
         typer.Option(
-            help="Control socket (ipc://PATH or tcp://127.0.0.1:PORT) [default ipc in the data dir]."
+            help="Control socket: ipc://PATH or tcp://127.0.0.1:PORT [default: ipc, data dir]."
         ),
     ] = None,
     mesh_key: Annotated[
@@ -325,7 +325,7 @@ def _to_builtins(value: Any) -> Any:
 
 @app.command()
 def status(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
-    """This node: id, uptime, resources, services and load, rejection counters. Exit 0 if running."""
+    """This node: id, uptime, resources, services, load, rejections. Exit 0 if it runs."""
     data = _run(_control_call(data_dir, "status"))
     if as_json:
         typer.echo(json.dumps(_to_builtins(data), indent=2))
@@ -334,7 +334,8 @@ def status(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
     gpus = resources.get("gpus", [])
     typer.echo(f"node      {data['name']}  ({data['node_id']})")
     typer.echo(
-        f"address   {data['address']}   uptime {data['uptime_s']} s   incarnation {data.get('incarnation')}"
+        f"address   {data['address']}   uptime {data['uptime_s']} s   "
+        f"incarnation {data.get('incarnation')}"
     )
     gpu_text = (
         ", ".join(f"{g['name']} {g['memory_free_mb']}/{g['memory_total_mb']} MiB" for g in gpus)
@@ -349,7 +350,8 @@ def status(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
         load = service.get("load", {})
         typer.echo(
             f"service   {service['name']:<32} queue {load.get('queue_depth', 0):>3}  in-flight "
-            f"{load.get('in_flight', 0):>3}  {load.get('ewma_service_ms', 0):.0f} ms  served {load.get('served', 0)}"
+            f"{load.get('in_flight', 0):>3}  {load.get('ewma_service_ms', 0):.0f} ms  "
+            f"served {load.get('served', 0)}"
         )
     counters = data.get("counters", {})
     requests = counters.get("requests", {})

@@ -125,9 +125,7 @@ def run_demo(questions: list[str], *, store: str | None = None, keep: bool = Fal
         nodes.append(seed)
         seed_status = seed.wait_ready()
         join = seed_status["address"].removeprefix("tcp://")
-        typer.echo(
-            f"  seed   {seed_status['node_id'][:12]} at {seed_status['address']}  serves model:{EMBED_MODEL}"
-        )
+        _node_line("seed", seed_status, f"serves model:{EMBED_MODEL}")
         node3 = _DemoNode("node3", root, ["--join", join, "--model", CHAT_MODEL], env)
         node2 = _DemoNode(
             "node2",
@@ -147,10 +145,7 @@ def run_demo(questions: list[str], *, store: str | None = None, keep: bool = Fal
             (node2, "hosts agents librarian, writer"),
             (node3, f"serves model:{CHAT_MODEL}"),
         ):
-            status = node.wait_ready()
-            typer.echo(
-                f"  {node.name:<6} {status['node_id'][:12]} at {status['address']}  {role}, joined via seed"
-            )
+            _node_line(node.name, node.wait_ready(), f"{role}, joined via seed")
         _say("waiting for the mesh to agree (gossip)")
         _wait_converged(seed, expected=3)
         typer.echo(f"  3 nodes alive after {time.monotonic() - started:.1f} s")
@@ -163,9 +158,8 @@ def run_demo(questions: list[str], *, store: str | None = None, keep: bool = Fal
             services = ", ".join(
                 s["name"] for s in status.get("services", []) if s["kind"] != "subscriptions"
             )
-            typer.echo(
-                f"  {node.name:<6} served {requests.get('served', 0):>3} requests  ({services or '-'})"
-            )
+            served = requests.get("served", 0)
+            typer.echo(f"  {node.name:<6} served {served:>3} requests  ({services or '-'})")
         typer.echo(f"\ndemo finished in {time.monotonic() - started:.1f} s; {len(answers)} answers")
         return 0
     finally:
@@ -177,6 +171,10 @@ def run_demo(questions: list[str], *, store: str | None = None, keep: bool = Fal
             import shutil  # noqa: PLC0415
 
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _node_line(name: str, status: dict[str, Any], role: str) -> None:
+    typer.echo(f"  {name:<6} {status['node_id'][:12]} at {status['address']}  {role}")
 
 
 def _wait_converged(node: _DemoNode, expected: int, timeout: float = 60.0) -> None:

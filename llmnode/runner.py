@@ -41,7 +41,7 @@ def load_or_create_identity(data_dir: Path) -> Identity:
 
 
 def load_keyring(data_dir: Path, mesh_key: str | None = None) -> MeshKeyRing:
-    """The node's key ring; a given mesh key (flag or LLMNODE_MESH_KEY) is added and made primary."""
+    """The node's key ring; a mesh key given (flag or LLMNODE_MESH_KEY) is added, made primary."""
     path = data_dir / KEYRING_FILE
     mesh_key = mesh_key or os.environ.get("LLMNODE_MESH_KEY") or None
     ring: MeshKeyRing | None = MeshKeyRing.load(path) if path.exists() else None

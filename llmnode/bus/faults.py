@@ -12,7 +12,7 @@ from llmnode.bus.transport import Transport
 
 
 class DelayedTransport:
-    """Wraps a transport; ``send`` hands the frame to the inner transport ``delay`` seconds later."""
+    """Wraps a transport; ``send`` hands the frame to the inner one ``delay`` seconds later."""
 
     def __init__(self, inner: Transport, delay: float) -> None:
         self._inner = inner

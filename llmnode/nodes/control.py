@@ -18,6 +18,7 @@ from pathlib import Path
 import zmq
 import zmq.asyncio
 
+from llmnode.bus.identity import write_secret_file
 from llmnode.errors import ConfigError, Rejected
 from llmnode.log import RateLimitedLogger, get_logger
 from llmnode.schemas import messages
@@ -26,15 +27,6 @@ from llmnode.schemas.base import MAX_FRAME_BYTES, WireMessage
 log = get_logger(__name__)
 
 Handler = Callable[[bytes, WireMessage], Awaitable[None]]
-
-
-def write_secret(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically with mode 0600."""
-    temporary = path.with_name(path.name + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="ascii") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
 
 
 def control_address(data_dir: Path, configured: str = "") -> str:
@@ -93,8 +85,8 @@ class ControlServer:
         if path is not None:
             os.chmod(path, 0o600)
         self._socket = socket
-        write_secret(self._data_dir / "control.token", self.token)
-        write_secret(self._data_dir / "control.address", self.address)
+        write_secret_file(self._data_dir / "control.token", self.token)
+        write_secret_file(self._data_dir / "control.address", self.address)
 
     async def serve(self) -> None:
         assert self._socket is not None, "start() first"

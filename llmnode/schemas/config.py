@@ -1,4 +1,4 @@
-"""Node configuration as a msgspec Struct (no I/O). Loading and precedence live in llmnode.config."""
+"""Node configuration as a msgspec Struct (no I/O); loading and precedence: llmnode.config."""
 
 from __future__ import annotations
 

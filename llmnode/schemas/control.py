@@ -1,11 +1,12 @@
 """Messages on the local control socket between a node and its clients (SDK, CLI, agents). No I/O.
 
-The control socket is a ZeroMQ ROUTER on ``ipc://<data dir>/control.sock`` (mode 0600) or on loopback
-TCP. Every client frame is ``[token, msgpack(message)]``; the token is read from the node's data
-directory (``control.token``, mode 0600), so only the node's owner can use it. A client sends
-``Ctl*`` requests and gets ``CtlOk``/``CtlError``/``CtlChunk`` answers with the same ``id``; a client
-that hosts agents also receives ``CtlCall`` (a request for one of its agents), answers it with
-``CtlAgentReply``/``CtlAgentChunk``, and receives ``CtlDelivery`` for one-way messages and topics.
+The control socket is a ZeroMQ ROUTER on ``ipc://<data dir>/control.sock`` (mode 0600) or on
+loopback TCP. Every client frame is ``[token, msgpack(message)]``; the token is read from the
+node's data directory (``control.token``, mode 0600), so only the node's owner can use it. A
+client sends ``Ctl*`` requests and gets ``CtlOk``/``CtlError``/``CtlChunk`` answers with the same
+``id``; a client that hosts agents also receives ``CtlCall`` (a request for one of its agents),
+answers it with ``CtlAgentReply``/``CtlAgentChunk``, and receives ``CtlDelivery`` for one-way
+messages and topics.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class CtlPublish(WireMessage, frozen=True):
 
 
 class CtlSubscribe(WireMessage, frozen=True):
-    """Subscribe this client to a topic; deliveries arrive as CtlDelivery with ``subscription=id``."""
+    """Subscribe this client to a topic; deliveries come as CtlDelivery(subscription=id)."""
 
     id: int
     topic: str

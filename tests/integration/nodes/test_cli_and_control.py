@@ -18,8 +18,12 @@ from tests.support.mesh import LocalMesh, NodeProcess, wait_for
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "llmnode", *args], capture_output=True, text=True, env=env,
-        timeout=60, check=False,
+        [sys.executable, "-m", "llmnode", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
 
 
