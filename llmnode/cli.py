@@ -90,7 +90,8 @@ def init(
     """Create this node's identity and mesh key ring (a new mesh, or --mesh-key to join one)."""
     from llmnode.bus.keyring import MeshKeyRing  # noqa: PLC0415
     from llmnode.config import resolve_data_dir  # noqa: PLC0415
-    from llmnode.runner import KEYRING_FILE, load_or_create_identity  # noqa: PLC0415
+    from llmnode.nodes.control import KEYRING_FILE  # noqa: PLC0415
+    from llmnode.runner import load_or_create_identity  # noqa: PLC0415
 
     try:
         if print_mesh_key:
@@ -142,7 +143,7 @@ app.add_typer(keys_app, name="keys")
 def _edit_ring(data_dir: Path | None, edit: Callable[[Any], None]) -> None:
     from llmnode.bus.keyring import MeshKeyRing  # noqa: PLC0415
     from llmnode.config import resolve_data_dir  # noqa: PLC0415
-    from llmnode.runner import KEYRING_FILE  # noqa: PLC0415
+    from llmnode.nodes.control import KEYRING_FILE  # noqa: PLC0415
 
     path = resolve_data_dir(data_dir) / KEYRING_FILE
     try:
@@ -151,7 +152,25 @@ def _edit_ring(data_dir: Path | None, edit: Callable[[Any], None]) -> None:
         ring.save(path)
     except MeshError as error:
         _fail(str(error))
-    typer.echo("key ring updated; restart the node (or it picks it up at its next start)")
+    try:
+        _run_quiet(_reload_keys(data_dir))
+    except MeshError:
+        typer.echo("key ring updated; no node is running here (it is read at the next start)")
+        return
+    typer.echo("key ring updated; the running node uses it now")
+
+
+async def _reload_keys(data_dir: Path | None) -> None:
+    from llmnode.nodes.control_client import ControlClient  # noqa: PLC0415
+    from llmnode.schemas.control import CtlReloadKeys  # noqa: PLC0415
+
+    async with ControlClient.from_data_dir(data_dir) as client:
+        await client.call(CtlReloadKeys(id=client.next_id()))
+
+
+def _run_quiet(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Like _run, but MeshError propagates to the caller instead of ending the command."""
+    return asyncio.run(coroutine)
 
 
 @keys_app.command("list")
@@ -159,7 +178,7 @@ def keys_list(data_dir: DataDir = None) -> None:
     """List the keys of the ring (primary first), by key id."""
     from llmnode.bus.keyring import MeshKeyRing, key_id  # noqa: PLC0415
     from llmnode.config import resolve_data_dir  # noqa: PLC0415
-    from llmnode.runner import KEYRING_FILE  # noqa: PLC0415
+    from llmnode.nodes.control import KEYRING_FILE  # noqa: PLC0415
 
     try:
         ring = MeshKeyRing.load(resolve_data_dir(data_dir) / KEYRING_FILE)

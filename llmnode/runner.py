@@ -20,6 +20,7 @@ from llmnode.bus.transport import Transport
 from llmnode.bus.zmq_transport import ZmqTransport
 from llmnode.errors import ConfigError, MeshError
 from llmnode.log import get_logger
+from llmnode.nodes.control import KEYRING_FILE
 from llmnode.nodes.node import Node
 from llmnode.nodes.service import Service
 from llmnode.schemas.config import NodeConfig
@@ -27,7 +28,6 @@ from llmnode.schemas.config import NodeConfig
 log = get_logger(__name__)
 
 IDENTITY_FILE = "identity.key"
-KEYRING_FILE = "mesh.keys"
 INCARNATION_FILE = "incarnation"
 
 

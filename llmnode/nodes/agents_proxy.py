@@ -38,6 +38,7 @@ from llmnode.schemas.control import (
     CtlPeers,
     CtlPublish,
     CtlRegister,
+    CtlReloadKeys,
     CtlRequest,
     CtlSend,
     CtlStatus,
@@ -201,6 +202,9 @@ class AttachedClients:
                         del client.subscriptions[key]
                 node.state_changed()
                 self.send(ident, CtlOk(id=message.id))
+            elif isinstance(message, CtlReloadKeys):
+                keys = node.reload_keys()
+                self.send(ident, CtlOk(id=message.id, data=_encode({"keys": keys})))
             elif isinstance(message, CtlRegister):
                 self._register(client, message)
                 self.send(ident, CtlOk(id=message.id))

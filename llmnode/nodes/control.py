@@ -27,6 +27,7 @@ from llmnode.schemas.base import MAX_FRAME_BYTES, WireMessage
 log = get_logger(__name__)
 
 Handler = Callable[[bytes, WireMessage], Awaitable[None]]
+KEYRING_FILE = "mesh.keys"  # the node's mesh key ring, in its data dir
 
 
 def control_address(data_dir: Path, configured: str = "") -> str:

@@ -30,7 +30,7 @@ from llmnode.log import RateLimitedLogger, bind_node, get_logger
 from llmnode.nodes import resources
 from llmnode.nodes.agents_proxy import AttachedClients
 from llmnode.nodes.beacon import Beacon
-from llmnode.nodes.control import ControlServer, control_address
+from llmnode.nodes.control import KEYRING_FILE, ControlServer, control_address
 from llmnode.nodes.membership import Membership, MembershipConfig, Outbound
 from llmnode.nodes.records import decode_state, sign_record, verify_record
 from llmnode.nodes.router import Router
@@ -342,6 +342,20 @@ class Node:
         record = sign_record(self.identity, self._record_version, state)
         self.membership.set_local_record(record)
         self.view.set_record(self.node_id, self.node_text, state, self._record_version, time.time())
+
+    def reload_keys(self) -> int:
+        """Make the live key ring equal the ring file: add new keys, switch the primary, retire
+        keys no longer listed. Frames in flight under any key of either ring stay valid."""
+        stored = MeshKeyRing.load(self.data_dir / KEYRING_FILE)
+        live = self.bus.keyring
+        for key in stored.keys:
+            live.add(key)
+        live.use(stored.primary)
+        for key in live.keys:
+            if key not in stored:
+                live.remove(key)
+        log.info("mesh_keys_reloaded", keys=len(live.keys))
+        return len(live.keys)
 
     def state_changed(self) -> None:
         """Something advertised changed (an agent registered): publish a new record soon."""

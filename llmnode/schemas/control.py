@@ -86,6 +86,12 @@ class CtlUnregister(WireMessage, frozen=True):
     name: str
 
 
+class CtlReloadKeys(WireMessage, frozen=True):
+    """Re-read the mesh key ring file into the running node (key rotation without a restart)."""
+
+    id: int
+
+
 class CtlAgentChunk(WireMessage, frozen=True):
     call_id: int
     seq: int
