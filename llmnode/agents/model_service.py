@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from llmnode.agents.models.results import collect_result
 from llmnode.agents.models.store import ModelStore
 from llmnode.errors import DeadlineExceeded, ModelError, ProtocolError
 from llmnode.nodes.service import Emit, ServiceCall
@@ -28,6 +29,7 @@ from llmnode.schemas.inference import (
     EmbedResult,
     GenerateRequest,
     GenerateResult,
+    TokenChunk,
 )
 from llmnode.schemas.state import ServiceInfo, ServiceLoad
 
@@ -129,22 +131,11 @@ class ModelService:
             result: GenerateResult = await self.runtime.generate(request)
             return result
         prompt_tokens = len(self.runtime.encode_prompt(request))
-        texts: list[str] = []
-        token_ids: list[int] = []
-        finish_reason = "cancelled"
-        async with self.runtime.stream(request) as chunks:
-            async for chunk in chunks:
-                await emit(_ENCODER.encode(chunk))
-                texts.append(chunk.text)
-                token_ids.extend(chunk.token_ids)
-                finish_reason = chunk.finish_reason or finish_reason
-        return GenerateResult(
-            text="".join(texts),
-            finish_reason=finish_reason,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=len(token_ids),
-            token_ids=token_ids,
-        )
+
+        async def forward(chunk: TokenChunk) -> None:
+            await emit(_ENCODER.encode(chunk))
+
+        return await collect_result(self.runtime.stream(request), prompt_tokens, forward)
 
     async def _embed(self, request: EmbedRequest) -> EmbedResult:
         if not request.texts:

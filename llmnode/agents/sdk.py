@@ -103,6 +103,32 @@ class Mesh:
     async def close(self) -> None:
         await self.client.close()
 
+    def _caller(self, caller: str | None) -> str:
+        """The caller name others see: ``caller`` when given, else this mesh's name."""
+        return self.name if caller is None else caller
+
+    def _request(
+        self,
+        service: str,
+        method: str,
+        payload: bytes,
+        *,
+        timeout: float,
+        caller: str | None,
+        stream: bool = False,
+        idempotent: bool = True,
+    ) -> CtlRequest:
+        return CtlRequest(
+            id=self.client.next_id(),
+            service=service,
+            method=method,
+            payload=payload,
+            timeout=timeout,
+            stream=stream,
+            idempotent=idempotent,
+            caller=self._caller(caller),
+        )
+
     # ---- agents ------------------------------------------------------------------------------
 
     @overload
@@ -141,14 +167,13 @@ class Mesh:
         """Send ``message`` to agent ``to`` (``name`` or ``name@node``) and return its reply,
         converted to ``reply_type`` when given (else plain data: dicts, lists, ...)."""
         answer = await self.client.call(
-            CtlRequest(
-                id=self.client.next_id(),
-                service=to,
-                method="request",
-                payload=encode_envelope(message),
+            self._request(
+                to,
+                "request",
+                encode_envelope(message),
                 timeout=timeout,
+                caller=caller,
                 idempotent=idempotent,
-                caller=self.name if caller is None else caller,
             )
         )
         _tag, body = decode_envelope(answer.data)
@@ -164,14 +189,8 @@ class Mesh:
         caller: str | None = None,
     ) -> AsyncIterator[Any]:
         """The chunks a streaming handler of agent ``to`` yields for ``message``."""
-        request = CtlRequest(
-            id=self.client.next_id(),
-            service=to,
-            method="request",
-            payload=encode_envelope(message),
-            timeout=timeout,
-            stream=True,
-            caller=self.name if caller is None else caller,
+        request = self._request(
+            to, "request", encode_envelope(message), timeout=timeout, caller=caller, stream=True
         )
         async with self.client.stream(request) as stream:
             async for chunk in stream:
@@ -185,7 +204,7 @@ class Mesh:
                 id=self.client.next_id(),
                 service=to,
                 payload=encode_envelope(message),
-                caller=self.name if caller is None else caller,
+                caller=self._caller(caller),
             )
         )
 
@@ -196,7 +215,7 @@ class Mesh:
                 id=self.client.next_id(),
                 topic=topic,
                 payload=encode_envelope(message),
-                caller=self.name if caller is None else caller,
+                caller=self._caller(caller),
             )
         )
 
@@ -231,14 +250,13 @@ class Mesh:
         else:
             body = _generate_request(options, prompt=prompt)
             method = "generate"
-        request = CtlRequest(
-            id=self.client.next_id(),
-            service=model_service(model),
-            method=method,
-            payload=_ENCODER.encode(body),
+        request = self._request(
+            model_service(model),
+            method,
+            _ENCODER.encode(body),
             timeout=timeout,
+            caller=caller,
             stream=True,
-            caller=self.name if caller is None else caller,
         )
         async with self.client.stream(request) as stream:
             async for data in stream:
@@ -258,13 +276,8 @@ class Mesh:
     ) -> str:
         body = _generate_request(options, messages=chat_messages(messages, system))
         answer = await self.client.call(
-            CtlRequest(
-                id=self.client.next_id(),
-                service=model_service(model),
-                method="chat",
-                payload=_ENCODER.encode(body),
-                timeout=timeout,
-                caller=self.name if caller is None else caller,
+            self._request(
+                model_service(model), "chat", _ENCODER.encode(body), timeout=timeout, caller=caller
             )
         )
         result: GenerateResult = _decode(_GENERATE_RESULT, answer.data, "generation result")
@@ -335,15 +348,9 @@ class Mesh:
     ) -> list[list[float]]:
         """One embedding vector per text."""
         batch = [texts] if isinstance(texts, str) else list(texts)
+        payload = _ENCODER.encode(EmbedRequest(texts=batch))
         answer = await self.client.call(
-            CtlRequest(
-                id=self.client.next_id(),
-                service=model_service(model),
-                method="embed",
-                payload=_ENCODER.encode(EmbedRequest(texts=batch)),
-                timeout=timeout,
-                caller=self.name if caller is None else caller,
-            )
+            self._request(model_service(model), "embed", payload, timeout=timeout, caller=caller)
         )
         result: EmbedResult = _decode(_EMBED_RESULT, answer.data, "embedding result")
         return result.vectors

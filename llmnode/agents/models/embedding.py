@@ -8,9 +8,8 @@ batch, mean-pools the hidden states under the attention mask and
 L2-normalises them. Results reach each caller's event loop with ``call_soon_threadsafe``.
 """
 
-# Heavy libraries (onnxruntime, optimum, transformers, torch, tqdm) are imported inside the
-# functions that need them, so `import llmnode` stays fast.
-# ruff: noqa: PLC0415
+# Heavy libraries (onnxruntime, transformers) are imported by llmnode.agents.models.loading
+# inside the function that needs them, so `import llmnode` stays fast.
 
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llmnode.agents.models.providers import create_session
+from llmnode.agents.models.loading import load_model
 from llmnode.agents.models.store import ModelStore
 from llmnode.errors import Busy, ModelError
 from llmnode.log import get_logger
@@ -67,26 +66,17 @@ class EmbeddingRuntime:
         prefer_gpu: bool = True,
         threads: int | None = None,
     ) -> None:
-        from transformers import AutoTokenizer
-
-        manifest = store.verify(name)
-        if manifest.task != "feature-extraction":
-            raise ModelError(f"model {name!r} is a {manifest.task} model, not feature-extraction")
-        folder = store.path(name)
+        model = load_model(
+            store, name, "feature-extraction", prefer_gpu=prefer_gpu, threads=threads
+        )
         self.name = name
         self.max_batch_size = max(1, max_batch_size)
         self.max_queue_delay = max_queue_delay_ms / 1000
         self.queue_limit = queue_limit
-        self.session, self.provider = create_session(
-            folder / manifest.model_file, prefer_gpu=prefer_gpu, threads=threads
-        )
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(folder)  # type: ignore[no-untyped-call]
-        except (OSError, ValueError) as error:
-            raise ModelError(f"cannot load the tokenizer of {name!r}: {error}") from error
+        self.session, self.provider, self.tokenizer = model.session, model.provider, model.tokenizer
         self._input_names = {item.name for item in self.session.get_inputs()}
         self.dim = int(self.session.get_outputs()[0].shape[-1])
-        self._memory_mb = manifest.size_bytes // 1_000_000
+        self._memory_mb = model.memory_mb
         self._condition = threading.Condition()
         self._queue: deque[_Job] = deque()
         self._in_flight = 0

@@ -13,9 +13,8 @@ the slot at once; the worker drops the row at its next step. Resumption: ``resum
 ``max_tokens``, so a greedy resumed run continues the interrupted one exactly.
 """
 
-# Heavy libraries (onnxruntime, optimum, transformers, torch, tqdm) are imported inside the
-# functions that need them, so `import llmnode` stays fast.
-# ruff: noqa: PLC0415
+# Heavy libraries (onnxruntime, transformers) are imported by llmnode.agents.models.loading
+# inside the function that needs them, so `import llmnode` stays fast.
 
 from __future__ import annotations
 
@@ -30,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llmnode.agents.models.providers import create_session
+from llmnode.agents.models.loading import load_model
+from llmnode.agents.models.results import collect_result
 from llmnode.agents.models.store import ModelStore
 from llmnode.errors import Busy, ModelError
 from llmnode.log import get_logger
@@ -158,28 +158,18 @@ class GenerationRuntime:
         prefer_gpu: bool = True,
         threads: int | None = None,
     ) -> None:
-        from transformers import AutoTokenizer
-
-        manifest = store.verify(name)
-        if manifest.task != "text-generation":
-            raise ModelError(f"model {name!r} is a {manifest.task} model, not text-generation")
-        folder = store.path(name)
+        model = load_model(store, name, "text-generation", prefer_gpu=prefer_gpu, threads=threads)
+        folder = model.folder
         self.name = name
         self.max_batch_size = max(1, max_batch_size)
         self.queue_limit = queue_limit
-        self.session, self.provider = create_session(
-            folder / manifest.model_file, prefer_gpu=prefer_gpu, threads=threads
-        )
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(folder)  # type: ignore[no-untyped-call]
-        except (OSError, ValueError) as error:
-            raise ModelError(f"cannot load the tokenizer of {name!r}: {error}") from error
+        self.session, self.provider, self.tokenizer = model.session, model.provider, model.tokenizer
         config = json.loads((folder / "config.json").read_text())
         self.max_positions = int(
             config.get("max_position_embeddings") or config.get("n_positions") or 2048
         )
         self.stop_token_ids = self._stop_tokens(folder)
-        self._memory_mb = manifest.size_bytes // 1_000_000
+        self._memory_mb = model.memory_mb
         inputs = {item.name: item for item in self.session.get_inputs()}
         self._past_names = [n for n in inputs if n.startswith("past_key_values.")]
         self._present_names = [
@@ -263,21 +253,7 @@ class GenerationRuntime:
     async def generate(self, request: GenerateRequest) -> GenerateResult:
         """Run a request to the end and return the whole text."""
         prompt_tokens = len(self.encode_prompt(request))
-        texts: list[str] = []
-        token_ids: list[int] = []
-        finish_reason = "cancelled"
-        async with self.stream(request) as chunks:
-            async for chunk in chunks:
-                texts.append(chunk.text)
-                token_ids.extend(chunk.token_ids)
-                finish_reason = chunk.finish_reason or finish_reason
-        return GenerateResult(
-            text="".join(texts),
-            finish_reason=finish_reason,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=len(token_ids),
-            token_ids=token_ids,
-        )
+        return await collect_result(self.stream(request), prompt_tokens)
 
     def _cancel(self, sequence: _Sequence) -> None:
         with self._condition:

@@ -55,6 +55,7 @@ from llmnode.schemas.membership import (
 
 EventKind = Literal["joined", "suspected", "alive", "dead", "left", "record_updated"]
 _LIVE = ("alive", "suspect")
+_STATE_EVENTS: dict[str, EventKind] = {"suspect": "suspected", "dead": "dead", "left": "left"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -556,12 +557,8 @@ class Membership:
             self._broadcasts.enqueue(item.node, item)
 
     def _apply_suspect(self, item: Suspect, now: float, announce: bool) -> None:
-        if item.node == self.self_id:
-            if item.incarnation >= self._self.incarnation and not self._leaving:
-                self._refute(item.incarnation)
-            return
-        member = self._members.get(item.node)
-        if member is None or item.incarnation < member.incarnation:
+        member = self._accused(item.node, item.incarnation)
+        if member is None:
             return
         if member.state == "suspect":
             suspicion = self._suspicions.get(item.node)
@@ -570,8 +567,6 @@ class Membership:
             return
         if member.state != "alive":
             return
-        member.incarnation = item.incarnation
-        self._set_state(member, "suspect", now)
         minimum = suspicion_timeout(
             self.config.suspicion_multiplier, self._live, self.config.probe_interval
         )
@@ -582,37 +577,43 @@ class Membership:
         self._suspicions[item.node] = _Suspicion(
             item.incarnation, item.accuser, now, (minimum, maximum), expected
         )
-        self._emit("suspected", member, now)
-        if announce:
-            self._broadcasts.enqueue(item.node, item)
+        self._change_state(member, item, "suspect", now, announce)
 
     def _apply_dead(self, item: Dead, now: float, announce: bool) -> None:
-        if item.node == self.self_id:
-            if item.incarnation >= self._self.incarnation and not self._leaving:
-                self._refute(item.incarnation)
-            return
-        member = self._members.get(item.node)
-        if member is None or item.incarnation < member.incarnation:
-            return
-        if member.state in ("dead", "left"):
-            return
-        member.incarnation = item.incarnation
-        self._set_state(member, "dead", now)
-        self._emit("dead", member, now)
-        if announce:
-            self._broadcasts.enqueue(item.node, item)
+        member = self._accused(item.node, item.incarnation)
+        if member is not None and member.state not in ("dead", "left"):
+            self._change_state(member, item, "dead", now, announce)
 
     def _apply_left(self, item: Left, now: float, announce: bool) -> None:
-        if item.node == self.self_id:
-            if item.incarnation >= self._self.incarnation and not self._leaving:
-                self._refute(item.incarnation)
-            return
-        member = self._members.get(item.node)
-        if member is None or item.incarnation < member.incarnation or member.state == "left":
-            return
+        member = self._accused(item.node, item.incarnation)
+        if member is not None and member.state != "left":
+            self._change_state(member, item, "left", now, announce)
+
+    def _accused(self, node: bytes, incarnation: int) -> _Node | None:
+        """The member a Suspect, Dead or Left item at ``incarnation`` applies to, or None (for
+        an unknown node or a stale item). An item about ourselves is refuted instead."""
+        if node == self.self_id:
+            if incarnation >= self._self.incarnation and not self._leaving:
+                self._refute(incarnation)
+            return None
+        member = self._members.get(node)
+        if member is None or incarnation < member.incarnation:
+            return None
+        return member
+
+    def _change_state(
+        self,
+        member: _Node,
+        item: Suspect | Dead | Left,
+        state: Literal["suspect", "dead", "left"],
+        now: float,
+        announce: bool,
+    ) -> None:
+        """Apply an accusation that holds: take its incarnation and ``state``, tell the shell,
+        and pass the item on when ``announce``."""
         member.incarnation = item.incarnation
-        self._set_state(member, "left", now)
-        self._emit("left", member, now)
+        self._set_state(member, state, now)
+        self._emit(_STATE_EVENTS[state], member, now)
         if announce:
             self._broadcasts.enqueue(item.node, item)
 
