@@ -27,7 +27,7 @@ from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.transport import Transport
 from llmnode.errors import MeshError, Rejected, TransportError
 from llmnode.log import RateLimitedLogger, bind_node, get_logger
-from llmnode.nodes import resources
+from llmnode.nodes import reports, resources
 from llmnode.nodes.agents_proxy import AttachedClients
 from llmnode.nodes.beacon import Beacon
 from llmnode.nodes.control import KEYRING_FILE, ControlServer, control_address
@@ -50,7 +50,7 @@ from llmnode.schemas.requests import (
     Request,
     Result,
 )
-from llmnode.schemas.state import NodeState, ServiceInfo, ServiceLoad
+from llmnode.schemas.state import NodeState, Resources, ServiceInfo, ServiceLoad
 
 log = get_logger(__name__)
 
@@ -374,82 +374,17 @@ class Node:
                 last_probe = time.time()
             self._publish_state()
 
-    # -- reports -----------------------------------------------------------------------------
-
     def status(self) -> dict[str, object]:
-        return {
-            "node_id": self.node_text,
-            "name": self.name,
-            "version": __version__,
-            "uptime_s": round(time.time() - self.started_at, 1),
-            "address": self.bus.address,
-            "control": self.control.address,
-            "incarnation": self.membership.incarnation if self.membership else 0,
-            "members_alive": sum(1 for p in self.view.peers.values() if p.state == "alive"),
-            "resources": self._resources,
-            "services": self.services_info(),
-            "counters": {
-                "rejections": dict(
-                    Counter(self.bus.rejections)
-                    + self.rejections
-                    + self.control.rejections
-                    + (self.membership.rejections if self.membership else Counter())
-                ),
-                "requests": {
-                    "entered": self.router.counters["requests"],
-                    "in_flight": self.server.in_flight,
-                    "served": self.server.counters["served"],
-                    "rerouted": self.router.counters["rerouted"],
-                    "retried": self.router.counters["retried"],
-                    "resumed": self.router.counters["resumed"],
-                    "failed": self.router.counters["failed"],
-                    "cancelled": self.router.counters["cancelled"],
-                    "refused_busy": self.server.counters["busy"],
-                    "access_denied": self.server.counters["access_denied"],
-                },
-                "bus": dict(self.bus.stats),
-            },
-        }
+        return reports.status_report(self)
 
     def peers(self) -> list[dict[str, object]]:
-        self._sync_view() if self.membership else None
-        now = time.time()
-        rows: list[dict[str, object]] = []
-        for peer in self.view.peers.values():
-            record = peer.record
-            gpus = record.resources.gpus if record else []
-            rows.append(
-                {
-                    "node_id": peer.node_text,
-                    "name": record.name if record else "",
-                    "state": "alive" if peer.node == self.node_id else peer.state,
-                    "incarnation": peer.incarnation
-                    if peer.node != self.node_id or self.membership is None
-                    else self.membership.incarnation,
-                    "address": peer.address,
-                    "self": peer.node == self.node_id,
-                    "gpus": [gpu.name for gpu in gpus],
-                    "free_memory_mb": sum(gpu.memory_free_mb for gpu in gpus)
-                    if gpus
-                    else (record.resources.ram_free_mb if record else 0),
-                    "cpu_cores": record.resources.cpu_cores if record else 0,
-                    "services": record.services if record else [],
-                    "load": {
-                        info.name: {
-                            "queue": info.load.queue_depth,
-                            "in_flight": info.load.in_flight,
-                            "service_ms": round(info.load.ewma_service_ms, 1),
-                        }
-                        for info in (record.services if record else [])
-                    },
-                    "last_heard_s": 0.0
-                    if peer.node == self.node_id
-                    else round(max(0.0, now - peer.last_heard), 2)
-                    if peer.last_heard
-                    else None,
-                }
-            )
-        return rows
+        if self.membership is not None:
+            self._sync_view()
+        return reports.peers_report(self)
+
+    @property
+    def resources_now(self) -> Resources:
+        return self._resources
 
 
 class _Stop(Exception):

@@ -1,0 +1,90 @@
+"""Reports of a node for `llmnode status` and `llmnode peers` (no I/O): plain dicts, JSON-ready."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from llmnode import __version__
+
+if TYPE_CHECKING:
+    from llmnode.nodes.node import Node
+
+
+def status_report(node: Node) -> dict[str, object]:
+    """What `llmnode status` shows: this node, its services, load and counters."""
+    return {
+        "node_id": node.node_text,
+        "name": node.name,
+        "version": __version__,
+        "uptime_s": round(time.time() - node.started_at, 1),
+        "address": node.bus.address,
+        "control": node.control.address,
+        "incarnation": node.membership.incarnation if node.membership else 0,
+        "members_alive": sum(1 for p in node.view.peers.values() if p.state == "alive"),
+        "resources": node.resources_now,
+        "services": node.services_info(),
+        "counters": {
+            "rejections": dict(
+                Counter(node.bus.rejections)
+                + node.rejections
+                + node.control.rejections
+                + (node.membership.rejections if node.membership else Counter())
+            ),
+            "requests": {
+                "entered": node.router.counters["requests"],
+                "in_flight": node.server.in_flight,
+                "served": node.server.counters["served"],
+                "rerouted": node.router.counters["rerouted"],
+                "retried": node.router.counters["retried"],
+                "resumed": node.router.counters["resumed"],
+                "failed": node.router.counters["failed"],
+                "cancelled": node.router.counters["cancelled"],
+                "refused_busy": node.server.counters["busy"],
+                "access_denied": node.server.counters["access_denied"],
+            },
+            "bus": dict(node.bus.stats),
+        },
+    }
+
+
+def peers_report(node: Node) -> list[dict[str, object]]:
+    """What `llmnode peers` shows: one row per member this node knows."""
+    now = time.time()
+    rows: list[dict[str, object]] = []
+    for peer in node.view.peers.values():
+        record = peer.record
+        gpus = record.resources.gpus if record else []
+        rows.append(
+            {
+                "node_id": peer.node_text,
+                "name": record.name if record else "",
+                "state": "alive" if peer.node == node.node_id else peer.state,
+                "incarnation": peer.incarnation
+                if peer.node != node.node_id or node.membership is None
+                else node.membership.incarnation,
+                "address": peer.address,
+                "self": peer.node == node.node_id,
+                "gpus": [gpu.name for gpu in gpus],
+                "free_memory_mb": sum(gpu.memory_free_mb for gpu in gpus)
+                if gpus
+                else (record.resources.ram_free_mb if record else 0),
+                "cpu_cores": record.resources.cpu_cores if record else 0,
+                "services": record.services if record else [],
+                "load": {
+                    info.name: {
+                        "queue": info.load.queue_depth,
+                        "in_flight": info.load.in_flight,
+                        "service_ms": round(info.load.ewma_service_ms, 1),
+                    }
+                    for info in (record.services if record else [])
+                },
+                "last_heard_s": 0.0
+                if peer.node == node.node_id
+                else round(max(0.0, now - peer.last_heard), 2)
+                if peer.last_heard
+                else None,
+            }
+        )
+    return rows
