@@ -1,0 +1,213 @@
+"""Dissemination: gossip rounds, push-pull anti-entropy, and merging what others say (no I/O).
+
+Every state change travels as a gossip item, piggybacked on Pings and Acks and sent in Gossip
+messages to ``gossip_nodes`` random members every gossip interval; push-pull exchanges whole
+views to repair what gossip missed. Merging an item applies SWIM's rules: a higher incarnation
+wins, Suspect/Dead/Left about ourselves are refuted, and a new item is passed on once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+from llmnode.nodes.membership.config import suspicion_timeout
+from llmnode.nodes.membership.members import (
+    LIVE_STATES,
+    EventKind,
+    KnownNode,
+    MemberEvent,
+    Outbound,
+)
+from llmnode.nodes.membership.state import MembershipState
+from llmnode.nodes.membership.suspicion import Suspicion
+from llmnode.schemas.membership import (
+    Alive,
+    Dead,
+    Gossip,
+    GossipItem,
+    Left,
+    MemberSnapshot,
+    PushPull,
+    SignedRecord,
+    Suspect,
+)
+
+_STATE_EVENTS: dict[str, EventKind] = {"suspect": "suspected", "dead": "dead", "left": "left"}
+
+
+class Dissemination(MembershipState):
+    """Spreads and merges gossip items and push-pull views."""
+
+    def _gossip(self, now: float, out: list[Outbound]) -> None:
+        if not self._broadcasts:
+            return
+        horizon = now - self.config.gossip_to_the_dead_time
+
+        def gossipable(member: KnownNode) -> bool:
+            return member.state in LIVE_STATES or (
+                member.state == "dead" and member.state_changed > horizon
+            )
+
+        for target in self._random_members(self.config.gossip_nodes, gossipable):
+            items = self._piggyback()
+            if not items:
+                return
+            out.append(Outbound(target.node, target.address, Gossip(gossip=items)))
+
+    def _push_pull_round(self, out: list[Outbound]) -> None:
+        targets = self._random_members(1, lambda member: member.state == "alive")
+        if targets:
+            message = self._push_pull(join=False, reply=True)
+            out.extend(Outbound(t.node, t.address, message) for t in targets)
+        elif self._seeds and not self._leaving:
+            out.extend(self._join_seeds())  # alone: keep trying the seeds
+
+    def _join_seeds(self) -> list[Outbound]:
+        message = self._push_pull(join=True, reply=True)
+        return [Outbound(node, address, message) for node, address in self._seeds]
+
+    def _push_pull(self, *, join: bool, reply: bool) -> PushPull:
+        members = [
+            MemberSnapshot(m.node, m.address, m.incarnation, m.state)
+            for m in self._members.values()
+        ]
+        return PushPull(
+            members=members, records=list(self._records.values()), join=join, reply=reply
+        )
+
+    def _merge(self, items: Iterable[GossipItem], now: float) -> None:
+        for item in items:
+            if isinstance(item, Alive):
+                self._apply_alive(item, now, True)
+            elif isinstance(item, Suspect):
+                self._apply_suspect(item, now, True)
+            elif isinstance(item, Dead):
+                self._apply_dead(item, now, True)
+            elif isinstance(item, Left):
+                self._apply_left(item, now, True)
+            else:
+                self._apply_record(item, now, True)
+
+    def _merge_push_pull(self, sender: bytes, message: PushPull, now: float) -> None:
+        for snapshot in message.members:
+            if snapshot.state == "alive":
+                announce = message.join and snapshot.node == sender
+                alive = Alive(snapshot.node, snapshot.incarnation, snapshot.address)
+                self._apply_alive(alive, now, announce)
+            elif snapshot.state == "left":
+                self._apply_left(Left(snapshot.node, snapshot.incarnation), now, False)
+            else:  # dead or suspect elsewhere: suspect here, so the node gets to refute
+                self._apply_suspect(Suspect(snapshot.node, snapshot.incarnation, sender), now, True)
+        for record in message.records:
+            self._apply_record(record, now, False)
+
+    def _apply_alive(self, item: Alive, now: float, announce: bool) -> None:
+        if item.node == self.self_id:
+            if item.incarnation > self._self.incarnation and not self._leaving:
+                self._refute(item.incarnation)  # an echo of a previous life
+            return
+        member = self._members.get(item.node)
+        if member is None:
+            member = KnownNode(item.node, item.address, item.incarnation, now)
+            self._members[item.node] = member
+            self._live += 1
+            if item.node not in self._peer_set:  # probe it soon: a random place in the order
+                self._peer_set.add(item.node)
+                self._peers.append(item.node)
+                index = self._rng.randrange(len(self._peers))
+                self._peers[index], self._peers[-1] = self._peers[-1], self._peers[index]
+            self._emit("joined", member, now)
+        elif item.incarnation > member.incarnation:
+            previous = member.state
+            member.incarnation = item.incarnation
+            member.address = item.address
+            member.last_heard = now
+            if previous != "alive":
+                self._set_state(member, "alive", now)
+                self._emit("joined" if previous == "left" else "alive", member, now)
+        else:
+            return
+        if announce:
+            self._broadcasts.enqueue(item.node, item)
+
+    def _apply_suspect(self, item: Suspect, now: float, announce: bool) -> None:
+        member = self._accused(item.node, item.incarnation)
+        if member is None:
+            return
+        if member.state == "suspect":
+            suspicion = self._suspicions.get(item.node)
+            if suspicion is not None and suspicion.confirm(item.accuser) and announce:
+                self._broadcasts.enqueue(item.node, item)
+            return
+        if member.state != "alive":
+            return
+        minimum = suspicion_timeout(
+            self.config.suspicion_multiplier, self._live, self.config.probe_interval
+        )
+        maximum = self.config.suspicion_max_timeout_multiplier * minimum
+        expected = self.config.suspicion_confirmations
+        if self._live - 2 < expected:
+            expected = 0
+        self._suspicions[item.node] = Suspicion(
+            item.incarnation, item.accuser, now, (minimum, maximum), expected
+        )
+        self._change_state(member, item, "suspect", now, announce)
+
+    def _apply_dead(self, item: Dead, now: float, announce: bool) -> None:
+        member = self._accused(item.node, item.incarnation)
+        if member is not None and member.state not in ("dead", "left"):
+            self._change_state(member, item, "dead", now, announce)
+
+    def _apply_left(self, item: Left, now: float, announce: bool) -> None:
+        member = self._accused(item.node, item.incarnation)
+        if member is not None and member.state != "left":
+            self._change_state(member, item, "left", now, announce)
+
+    def _accused(self, node: bytes, incarnation: int) -> KnownNode | None:
+        """The member a Suspect, Dead or Left item at ``incarnation`` applies to, or None (for
+        an unknown node or a stale item). An item about ourselves is refuted instead."""
+        if node == self.self_id:
+            if incarnation >= self._self.incarnation and not self._leaving:
+                self._refute(incarnation)
+            return None
+        member = self._members.get(node)
+        if member is None or incarnation < member.incarnation:
+            return None
+        return member
+
+    def _change_state(
+        self,
+        member: KnownNode,
+        item: Suspect | Dead | Left,
+        state: Literal["suspect", "dead", "left"],
+        now: float,
+        announce: bool,
+    ) -> None:
+        """Apply an accusation that holds: take its incarnation and ``state``, tell the shell,
+        and pass the item on when ``announce``."""
+        member.incarnation = item.incarnation
+        self._set_state(member, state, now)
+        self._emit(_STATE_EVENTS[state], member, now)
+        if announce:
+            self._broadcasts.enqueue(item.node, item)
+
+    def _apply_record(self, record: SignedRecord, now: float, announce: bool) -> None:
+        if record.origin == self.self_id:
+            self.own_record_floor = max(self.own_record_floor, record.version)
+            return
+        current = self._records.get(record.origin)
+        if current is not None and record.version <= current.version:
+            return
+        if not self._verify_record(record):
+            self.rejections["bad_record"] += 1
+            return
+        self._records[record.origin] = record
+        member = self._members.get(record.origin)
+        address = member.address if member is not None else ""
+        incarnation = member.incarnation if member is not None else 0
+        self._events.append(
+            MemberEvent("record_updated", record.origin, address, incarnation, now, record)
+        )
+        if announce:
+            self._broadcasts.enqueue((b"record", record.origin), record)
