@@ -1,7 +1,7 @@
 """Fixtures for the model runtime: tiny random models (per session) and the real defaults.
 
-The real defaults are pulled once into a persistent store (``$LLMNODE_TEST_STORE`` or the default store
-``~/.cache/llmnode/models``, where scripts/install pulls them) so reruns are fast.
+The real defaults are pulled once into a persistent store (``$LLMNODE_TEST_STORE`` or the
+default store ``~/.cache/llmnode/models``, where scripts/install pulls them) so reruns are fast.
 """
 
 from __future__ import annotations
