@@ -114,9 +114,7 @@ class RequestServer:
         service run at once on a node; the others wait here, counted as its queue."""
         slots = self._slots.get(call.service)
         if slots is None:
-            slots = self._slots[call.service] = asyncio.Semaphore(
-                max(1, service.info().load.slots)
-            )
+            slots = self._slots[call.service] = asyncio.Semaphore(max(1, service.info().load.slots))
         async with slots:
             if self.slow_chunk_s:
                 emit = _slowed(emit, self.slow_chunk_s)

@@ -50,7 +50,10 @@ def test_rotating_the_mesh_key_on_running_nodes_loses_no_request(
         async with ControlClient.from_data_dir(entry.data_dir) as client:
             while not stop.is_set():
                 request = CtlRequest(
-                    id=client.next_id(), service=MODEL, method="generate", timeout=10,
+                    id=client.next_id(),
+                    service=MODEL,
+                    method="generate",
+                    timeout=10,
                     payload=msgspec.msgpack.encode(GenerateRequest(prompt="hi", max_tokens=4)),
                 )
                 try:
@@ -82,11 +85,14 @@ def test_rotating_the_mesh_key_on_running_nodes_loses_no_request(
     # A node still holding only the retired key is not admitted, and its frames are counted.
     outsider = mesh.add("outsider")  # LocalMesh starts it with the old key
     wait_for(
-        lambda: (entry.status() or {}).get("counters", {}).get("rejections", {}).get(
-            "unknown_key", 0
-        )
-        + (server.status() or {}).get("counters", {}).get("rejections", {}).get("unknown_key", 0)
-        > 0,
+        lambda: (
+            (entry.status() or {}).get("counters", {}).get("rejections", {}).get("unknown_key", 0)
+            + (server.status() or {})
+            .get("counters", {})
+            .get("rejections", {})
+            .get("unknown_key", 0)
+            > 0
+        ),
         timeout=15,
         what="the old key's frames to be rejected",
     )
