@@ -83,6 +83,10 @@ def create_session(
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only; ORT's own warnings are not the user's business
+    if os.environ.get("LLMNODE_ORT_SPIN", "0") != "1":
+        # Idle intra-op threads spin-wait by default, burning cores the node's event loop, its
+        # other runtimes and its neighbours need; a mesh node shares its machine, so sleep.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     wanted = [CPU]
     if prefer_gpu and CUDA in onnxruntime.get_available_providers() and cuda_device_count() > 0:
         wanted = [CUDA, CPU]
