@@ -53,6 +53,7 @@ class Beacon:
         bus: Bus,
         port: int,
         on_peer: Callable[[bytes, str], None],
+        on_reject: Callable[[str], None],
         *,
         interval: float = 5.0,
         broadcast: str = "255.255.255.255",
@@ -60,9 +61,9 @@ class Beacon:
         self._bus = bus
         self._port = port
         self._on_peer = on_peer
+        self._on_reject = on_reject
         self._interval = interval
         self._broadcast = broadcast
-        self.rejected = 0
         self._rate_limited = RateLimitedLogger(log)
 
     def _socket(self) -> socket.socket:
@@ -106,8 +107,8 @@ class Beacon:
             data, _ = await loop.sock_recvfrom(sock, 1024)
             ring = self._bus.keyring
             found = decode_beacon(data, {key_id(key): key for key in ring.keys})
-            if found is None:
-                self.rejected += 1
+            if found is None:  # another mesh's beacon, or garbage: counted by the node
+                self._on_reject("bad_beacon")
                 continue
             node, address = found
             if node != self._bus.node_id:

@@ -170,7 +170,12 @@ class Node:
             group.create_task(self.clients.watchdog())
             group.create_task(self._join_loop())
             if self.config.beacon:
-                beacon = Beacon(self.bus, self.config.beacon_port, self._on_beacon_peer)
+                beacon = Beacon(
+                    self.bus,
+                    self.config.beacon_port,
+                    self._on_beacon_peer,
+                    lambda reason: self._reject(reason, "beacon"),
+                )
                 group.create_task(beacon.run())
             group.create_task(self._until_stopped())
 

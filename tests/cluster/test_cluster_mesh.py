@@ -44,12 +44,19 @@ class MeshNodes:
         }
 
     def start(
-        self, name: str, *, join: Sequence[str] = (), extra: Sequence[str] = ()
+        self,
+        name: str,
+        *,
+        join: Sequence[str] = (),
+        extra: Sequence[str] = (),
+        beacon: bool = False,
     ) -> subprocess.Popen[bytes]:
         address = self.cluster.node(name).address
         self.data_dir(name).mkdir(parents=True, exist_ok=True)
         argv = ["llmnode", "start", "--data-dir", str(self.data_dir(name)), "--name", name]
-        argv += ["--listen", f"tcp://{address}:{PORT}", "--no-beacon", "--log-json"]
+        argv += ["--listen", f"tcp://{address}:{PORT}", "--log-json"]
+        if not beacon:
+            argv.append("--no-beacon")
         for seed in join:
             argv += ["--join", f"{self.cluster.node(seed).address}:{PORT}"]
         argv += list(extra)
@@ -226,6 +233,41 @@ def default_models_in_store(store: Path, models: Sequence[str]) -> None:
 
 
 @pytest.mark.models
+def test_lan_beacons_form_a_mesh_with_no_seed_and_ignore_a_foreign_mesh(
+    make_cluster: MakeCluster, tmp_path: Path, mesh_key: str
+) -> None:
+    names = ["b0", "b1", "b2", "stranger"]
+    cluster = make_cluster(names)
+    nodes = MeshNodes(cluster, tmp_path, mesh_key)
+    strangers = MeshNodes(cluster, tmp_path, _other_key())
+    for name in names[:3]:
+        nodes.start(name, beacon=True, extra=["--probe-interval", "0.2"])
+    strangers.start("stranger", beacon=True, extra=["--probe-interval", "0.2"])
+    members = names[:3]
+
+    def everyone_alive(name: str) -> dict[str, str]:
+        return {peer: "alive" for peer in members if peer != name}
+
+    nodes.wait_for_views(everyone_alive, members, FORMATION_BOUND_S, "beacon discovery")
+    time.sleep(6.0)  # more than one beacon interval: the stranger's beacons were heard
+    assert all("stranger" not in view for view in nodes.views(members).values())
+    assert strangers.views(["stranger"])["stranger"] == {}
+    status = cluster.execute("b0", ["llmnode", "status", "--json"], nodes.environment("b0"))
+    assert json.loads(status.stdout)["counters"]["rejections"].get("bad_beacon", 0) >= 1
+
+
+def _other_key() -> str:
+    completed = subprocess.run(
+        ["llmnode", "init", "--print-mesh-key"],
+        env=compose.image_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return completed.stdout.strip()
+
+
 def test_compose_topology_answers_the_example_question(
     make_cluster: MakeCluster, tmp_path: Path, mesh_key: str
 ) -> None:
