@@ -1,8 +1,14 @@
-"""Scheduler benchmark: a simulated 16-node mesh (no I/O), then three real node processes (I/O).
+"""Scheduler benchmark: two simulated 16-node meshes (no I/O), then three real node processes (I/O).
 
-SIMULATION. Sixteen nodes whose throughputs span 8× (slots × service time differ; half the
-nodes have exponential service times, half log-normal) serve Poisson arrivals at 50 %, 80 % and
-95 % of the mesh's total capacity. Each request enters at a random node, which routes it:
+SIMULATION. Sixteen nodes whose throughputs span 8× serve Poisson arrivals at 50 %, 80 % and
+95 % of the mesh's total capacity, in two scenarios:
+
+- ``speed`` (the top-level figures): the span comes mostly from per-request service time (40 to
+  80 ms means, slots 1/2/4; half the nodes have exponential service times, half log-normal).
+- ``parallelism`` (under ``scenarios``): the span comes from slots alone (1 to 8), with the same
+  log-normal service time (mean 80 ms) on every node, so a slow node is not slower per request.
+
+Each request enters at a random node, which routes it:
 
 - ``llmnode``: :func:`llmnode.nodes.scheduler.choose` with that entry node's own
   :class:`~llmnode.nodes.scheduler.InFlightLedger` and its own view of each peer, kept the way
@@ -70,6 +76,7 @@ QUEUE_LIMIT = 32
 LOGNORMAL_SIGMA = 0.6
 NODE_EWMA_SMOOTHING = 0.2  # the serving node's own EWMA of service times, as generation.py
 HEARTBEAT_INTERVAL = 1.0  # seconds between the Accept repeats of a running request
+PARALLELISM_MEAN_SERVICE = 0.080  # seconds, every node of the parallelism scenario
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,23 @@ def mesh() -> list[NodeSpec]:
         NodeSpec(slots, mean, lognormal=index % 2 == 1)
         for index, (slots, mean) in enumerate(shapes)
     ]
+
+
+def parallelism_mesh() -> list[NodeSpec]:
+    """16 nodes, slots 1 to 8, the same log-normal 80 ms service: 12.5 to 100 requests/s (8×)."""
+    slots = (1, 1, 2, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 8, 8)
+    return [NodeSpec(count, PARALLELISM_MEAN_SERVICE, lognormal=True) for count in slots]
+
+
+SCENARIOS: dict[str, Callable[[], list[NodeSpec]]] = {
+    "speed": mesh,
+    "parallelism": parallelism_mesh,
+}
+SCENARIO_NOTE = (
+    "speed: 16 nodes, 12.5-100 req/s from per-request service time (40-80 ms means, slots "
+    "1/2/4; top-level figures); parallelism: 16 nodes, 12.5-100 req/s from slots 1-8 alone, "
+    "the same log-normal 80 ms service on every node"
+)
 
 
 @dataclass
@@ -142,11 +166,12 @@ class Simulation:
         requests: int,
         seed: int,
         *,
+        specs: list[NodeSpec] | None = None,
         piggyback: bool = True,
         accept_counts_admitted: bool = True,
     ) -> None:
         self.policy = policy
-        self.specs = mesh()
+        self.specs = mesh() if specs is None else specs
         self.nodes = [NodeRuntime(spec) for spec in self.specs]
         self.node_ids = [index.to_bytes(2, "big") * 16 for index in range(len(self.specs))]
         self.rate = load * sum(spec.throughput for spec in self.specs)
@@ -456,8 +481,15 @@ def percentile(values: list[float], fraction: float) -> float:
     return values[index]
 
 
-def simulate(policy: str, load: float, requests: int, seed: int, **options: bool) -> dict[str, Any]:
-    simulation = Simulation(policy, load, requests, seed, **options)
+def simulate(
+    policy: str,
+    load: float,
+    requests: int,
+    seed: int,
+    specs: list[NodeSpec] | None = None,
+    **options: bool,
+) -> dict[str, Any]:
+    simulation = Simulation(policy, load, requests, seed, specs=specs, **options)
     simulation.run()
     return {"load": load, **simulation.result()}
 
@@ -650,6 +682,12 @@ async def _saturate(entry: Path, service: str, seconds: float) -> tuple[int, int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=50_000, help="requests per run")
+    parser.add_argument(
+        "--parallelism-requests",
+        type=int,
+        default=None,
+        help="requests per run in the parallelism scenario (default: --requests; 0 skips it)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--loads", type=float, nargs="+", default=list(LOADS), help="offered loads to simulate"
@@ -676,11 +714,37 @@ def main() -> None:
         "piggyback": not arguments.no_piggyback,
         "accept_counts_admitted": not arguments.accept_excludes_admitted,
     }
+    parallelism_requests = (
+        arguments.requests
+        if arguments.parallelism_requests is None
+        else arguments.parallelism_requests
+    )
 
     started = time.perf_counter()
     summary: dict[str, Any] = {"benchmark": "scheduler"}
     if not arguments.real_only:
-        summary.update(simulation_summary(arguments.loads, arguments.policies, arguments, options))
+        speed = simulation_summary(
+            "speed",
+            arguments.loads,
+            arguments.policies,
+            arguments.requests,
+            arguments.seed,
+            options,
+        )
+        summary.update(speed)  # the top-level figures stay those of the first scenario
+        scenarios = {"speed": scenario_figures(speed)}
+        if parallelism_requests > 0:
+            parallelism = simulation_summary(
+                "parallelism",
+                arguments.loads,
+                arguments.policies,
+                parallelism_requests,
+                arguments.seed,
+                options,
+            )
+            scenarios["parallelism"] = scenario_figures(parallelism)
+        summary["scenarios"] = scenarios
+        summary["scenario_note"] = SCENARIO_NOTE
     if arguments.real:
         real = real_process_run(arguments.real_seconds)
         print(f"real processes: {json.dumps(real['real'])}", file=sys.stderr)
@@ -691,16 +755,42 @@ def main() -> None:
     print(json.dumps(summary))
 
 
+SCENARIO_KEYS = (
+    "nodes",
+    "requests_per_run",
+    "slots",
+    "mean_service_ms",
+    "loads",
+    "p99_vs_oracle_80",
+    "p99_vs_random_80",
+    "efficiency_80",
+    "efficiency_80_oracle",
+    "share_efficiency_80",
+    "share_efficiency_80_oracle",
+)
+
+
+def scenario_figures(summary: dict[str, Any]) -> dict[str, Any]:
+    """The per-scenario part of a simulation summary (no per-run details)."""
+    return {key: summary[key] for key in SCENARIO_KEYS}
+
+
 def simulation_summary(
-    loads: list[float], policies: list[str], arguments: argparse.Namespace, options: dict[str, bool]
+    scenario: str,
+    loads: list[float],
+    policies: list[str],
+    requests: int,
+    seed: int,
+    options: dict[str, bool],
 ) -> dict[str, Any]:
+    specs = SCENARIOS[scenario]()
     runs: list[dict[str, Any]] = []
     for load in loads:
         for policy in policies:
-            result = simulate(policy, load, arguments.requests, arguments.seed, **options)
+            result = simulate(policy, load, requests, seed, specs, **options)
             runs.append(result)
             print(
-                f"load={load:.2f} {policy:<12} p50={result['p50_ms']:8.2f} ms "
+                f"{scenario:<11} load={load:.2f} {policy:<12} p50={result['p50_ms']:8.2f} ms "
                 f"p99={result['p99_ms']:8.2f} ms efficiency={result['efficiency']:.3f} "
                 f"share_efficiency={result['share_efficiency']:.3f} "
                 f"refusals={result['refusals']}",
@@ -718,9 +808,11 @@ def simulation_summary(
 
     ours, oracle = at("llmnode", 0.8), at("oracle", 0.8)
     return {
-        "nodes": len(mesh()),
-        "requests_per_run": arguments.requests,
-        "seed": arguments.seed,
+        "nodes": len(specs),
+        "requests_per_run": requests,
+        "slots": [spec.slots for spec in specs],
+        "mean_service_ms": [round(spec.mean_service * 1000, 1) for spec in specs],
+        "seed": seed,
         "gossip_interval_ms": GOSSIP_INTERVAL * 1000,
         "piggyback": options["piggyback"],
         "accept_counts_admitted": options["accept_counts_admitted"],
