@@ -13,7 +13,7 @@ One run measures:
   Target: <= 1 ms added at p50.
 
 Usage: ``python benchmarks/agents.py [--quick]``. Needs the default MiniLM model in the test store
-(``$LLMNODE_TEST_STORE`` or ``~/.cache/llmnode/test-store``; pulled if missing). Prints one JSON
+(``$LLMNODE_TEST_STORE`` or the default store; pulled if missing). Prints one JSON
 object as its last line.
 """
 
@@ -92,7 +92,11 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def test_store_root() -> Path:
     configured = os.environ.get("LLMNODE_TEST_STORE")
-    return Path(configured) if configured else Path.home() / ".cache" / "llmnode" / "test-store"
+    if configured:
+        return Path(configured)
+    from llmnode.agents.models.store import default_root
+
+    return default_root()  # where scripts/install pulled the default models
 
 
 def environment(mesh_key: str) -> dict[str, str]:
