@@ -173,18 +173,18 @@ class Router:
                 current = payload
                 if resumable and delivered.token_ids:
                     current = _resume_payload(payload, delivered)
+                attempt = Request(
+                    id=os.urandom(16),
+                    service=service,
+                    method=method,
+                    payload=current,
+                    deadline=deadline,
+                    idempotent=idempotent,
+                    stream=stream,
+                    caller=caller,
+                )
                 try:
-                    result = await self._attempt(
-                        choice.node,
-                        service,
-                        method,
-                        current,
-                        deadline,
-                        stream,
-                        idempotent,
-                        caller,
-                        deliver,
-                    )
+                    result = await self._attempt(choice.node, attempt, deliver)
                 except Busy as error:
                     last_error = NoCapacity(f"every node serving {service!r} is busy ({error})")
                     self.counters["rerouted"] += 1
@@ -220,40 +220,17 @@ class Router:
             self.counters["failed"] += 1
             raise
 
-    async def _attempt(
-        self,
-        node: bytes,
-        service: str,
-        method: str,
-        payload: bytes,
-        deadline: float,
-        stream: bool,
-        idempotent: bool,
-        caller: str,
-        deliver: OnChunk,
-    ) -> bytes:
-        request_id = os.urandom(16)
+    async def _attempt(self, node: bytes, request: Request, deliver: OnChunk) -> bytes:
+        """One try of ``request`` on ``node`` (this node: called in place), with the ledger."""
+        request_id, service = request.id, request.service
         started = time.time()
         self.ledger.sent(node, service, request_id, started)
         finished_ok = False
         try:
             if node == self._self_id:
-                result = await self._local(
-                    request_id, service, method, payload, deadline, stream, caller, deliver
-                )
+                result = await self._local(request, deliver)
             else:
-                result = await self._remote(
-                    node,
-                    request_id,
-                    service,
-                    method,
-                    payload,
-                    deadline,
-                    stream,
-                    idempotent,
-                    caller,
-                    deliver,
-                )
+                result = await self._remote(node, request, deliver)
             finished_ok = True
             return result
         finally:
@@ -269,27 +246,18 @@ class Router:
                 self._result_load.pop(request_id, None)
                 self.ledger.refused(node, service, request_id)
 
-    async def _local(
-        self,
-        request_id: bytes,
-        service: str,
-        method: str,
-        payload: bytes,
-        deadline: float,
-        stream: bool,
-        caller: str,
-        deliver: OnChunk,
-    ) -> bytes:
+    async def _local(self, request: Request, deliver: OnChunk) -> bytes:
+        service, deadline = request.service, request.deadline
         target = self._server.admit(service, self._self_text)
         call = ServiceCall(
-            request_id=request_id,
+            request_id=request.id,
             service=service,
-            method=method,
-            payload=payload,
+            method=request.method,
+            payload=request.payload,
             deadline=deadline,
             caller_node=self._self_text,
-            caller=caller,
-            stream=stream,
+            caller=request.caller,
+            stream=request.stream,
         )
         self._server.counters["local"] += 1
         self._server.begin(service)
@@ -303,31 +271,10 @@ class Router:
         self._server.counters["served"] += 1
         return result
 
-    async def _remote(
-        self,
-        node: bytes,
-        request_id: bytes,
-        service: str,
-        method: str,
-        payload: bytes,
-        deadline: float,
-        stream: bool,
-        idempotent: bool,
-        caller: str,
-        deliver: OnChunk,
-    ) -> bytes:
+    async def _remote(self, node: bytes, request: Request, deliver: OnChunk) -> bytes:
+        request_id, service, deadline = request.id, request.service, request.deadline
         queue: asyncio.Queue[object] = asyncio.Queue()
         self._pending[request_id] = (node, queue)
-        request = Request(
-            id=request_id,
-            service=service,
-            method=method,
-            payload=payload,
-            deadline=deadline,
-            idempotent=idempotent,
-            stream=stream,
-            caller=caller,
-        )
         sent_at = time.time()
         accepted = False
         expected_seq = 0

@@ -1,10 +1,23 @@
-"""Fixtures: a model store holding a tiny exported model, shared by the node-process tests."""
+"""Fixtures of the node-process tests: a mesh of real processes, a store with a tiny model."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.mesh import LocalMesh
+
+
+@pytest.fixture
+def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
+    """Node processes on 127.0.0.1 at 5× memberlist's speed (probe every 0.2 s)."""
+    local = LocalMesh(tmp_path, probe_interval=0.2)
+    try:
+        yield local
+    finally:
+        local.close()
 
 
 @pytest.fixture(scope="session")

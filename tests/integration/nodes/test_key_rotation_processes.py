@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -18,15 +17,6 @@ from tests.support.mesh import LocalMesh, NodeProcess, wait_for
 
 pytestmark = pytest.mark.slow
 MODEL = "model:tiny-gpt2"
-
-
-@pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
-    local = LocalMesh(tmp_path, probe_interval=0.2)
-    try:
-        yield local
-    finally:
-        local.close()
 
 
 def _keys(node: NodeProcess, *args: str) -> str:

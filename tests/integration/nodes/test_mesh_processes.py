@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from tests.support.mesh import LocalMesh, wait_for
@@ -13,15 +10,6 @@ pytestmark = pytest.mark.slow
 PROBE = 0.2
 # Detection bound: probe + timeout + max suspicion (6 × 4 × max(1, log10 5) × probe) + gossip.
 DETECTION_BOUND_S = PROBE * (1 + 0.5 + 6 * 4) + 2.0
-
-
-@pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
-    local = LocalMesh(tmp_path, probe_interval=PROBE)
-    try:
-        yield local
-    finally:
-        local.close()
 
 
 def test_five_nodes_form_a_mesh_from_one_seed_and_handle_crash_rejoin_and_leave(
