@@ -335,11 +335,11 @@ class Router:
 
 
 def _resume_payload(payload: bytes, delivered: _Stream) -> bytes:
+    """The same request, continuing after the tokens already delivered. ``max_tokens`` stays:
+    the runtime counts resumed tokens towards it (the whole stream has that limit)."""
     request = msgspec.msgpack.decode(payload, type=GenerateRequest)
     resumed = msgspec.structs.replace(
-        request,
-        resume_token_ids=[*request.resume_token_ids, *delivered.token_ids],
-        max_tokens=max(1, request.max_tokens - len(delivered.token_ids)),
+        request, resume_token_ids=[*request.resume_token_ids, *delivered.token_ids]
     )
     return msgspec.msgpack.encode(resumed)
 
