@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from llmnode.schemas.config import NodeConfig
 log = get_logger(__name__)
 
 IDENTITY_FILE = "identity.key"
+GIL_SWITCH_INTERVAL_S = 0.0005
 INCARNATION_FILE = "incarnation"
 
 
@@ -116,6 +118,10 @@ def build_model_services(config: NodeConfig) -> list[Service]:
 
 async def run_node(config: NodeConfig, *, install_signals: bool = True) -> None:
     """Run a node (and its ``--agent`` agents) until SIGINT/SIGTERM, then leave gracefully."""
+    # Runtime worker threads hand results back to the event loop and the loop hands requests to
+    # them; with the default 5 ms GIL switch interval each hand-off can wait for the other thread's
+    # slice. 0.5 ms cut the mesh's added latency of an embed call by a quarter (BENCHMARKS.md).
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     data_dir = ensure_data_dir(Path(config.data_dir))
     identity = load_or_create_identity(data_dir)
     keyring = load_keyring(data_dir)
