@@ -39,9 +39,6 @@ tag of a msgspec Struct is its class name; of a dict, its ``"type"`` key (else `
 receiver picks the handler by tag and converts the body to the handler's annotated type.
 """
 
-
-# node inside the message, not a local wait that asyncio.timeout could replace.
-
 from __future__ import annotations
 
 import inspect

@@ -18,9 +18,6 @@ typed ones of :mod:`llmnode.errors`: NotRunning (no local node), UnknownAgent, D
 NoCapacity, AccessDenied, HandlerError (the remote handler raised).
 """
 
-
-# node inside the message, not a local wait that asyncio.timeout could replace.
-
 from __future__ import annotations
 
 import asyncio

@@ -14,9 +14,6 @@ routes what arrives:
 Every wait has a timeout; a node that does not answer is :class:`~llmnode.errors.NotRunning`.
 """
 
-
-# node inside the message, not a local wait that asyncio.timeout could replace.
-
 from __future__ import annotations
 
 import asyncio
