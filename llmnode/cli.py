@@ -282,8 +282,14 @@ def start(
     ] = None,
     fault_slow_ms: Annotated[
         float | None,
-        typer.Option(help="Fault injection: delay every chunk this node streams by N ms."),
+        typer.Option(help="Fault injection: delay each chunk and result this node serves by N ms."),
     ] = None,
+    hedge: Annotated[
+        bool,
+        typer.Option(
+            "--hedge", help="Also send a slow idempotent request to a second node; first wins."
+        ),
+    ] = False,
     model_slots: Annotated[int | None, typer.Option(help="Parallel streams per model.")] = None,
     model_queue_limit: Annotated[
         int | None,
@@ -313,6 +319,7 @@ def start(
         "fault_slow_ms": fault_slow_ms,
         "model_slots": model_slots,
         "model_queue_limit": model_queue_limit,
+        "hedge": True if hedge else None,
     }
     try:
         settings = load_config(config, overrides=overrides)

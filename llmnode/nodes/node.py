@@ -109,6 +109,7 @@ class Node:
             self.server,
             self._send,
             heartbeat_s=config.probe_interval,
+            hedge=config.hedge,
         )
         self.clients = AttachedClients(self)
         self.control = ControlServer(

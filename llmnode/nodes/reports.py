@@ -39,6 +39,7 @@ def status_report(node: Node) -> dict[str, object]:
                 "rerouted": node.router.counters["rerouted"],
                 "retried": node.router.counters["retried"],
                 "resumed": node.router.counters["resumed"],
+                "hedged": node.router.counters["hedged"],
                 "failed": node.router.counters["failed"],
                 "cancelled": node.router.counters["cancelled"],
                 "refused_busy": node.server.counters["busy"],

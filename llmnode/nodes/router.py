@@ -29,7 +29,7 @@ from llmnode.errors import (
     error_from_code,
 )
 from llmnode.log import get_logger
-from llmnode.nodes.scheduler import InFlightLedger, choose
+from llmnode.nodes.scheduler import Candidate, Choice, InFlightLedger, RetryPolicy, choose
 from llmnode.nodes.server import RequestServer
 from llmnode.nodes.service import ServiceCall
 from llmnode.nodes.view import MeshView
@@ -71,6 +71,7 @@ class Router:
         *,
         heartbeat_s: float = 1.0,
         rng: random.Random | None = None,
+        hedge: bool = False,
     ) -> None:
         self._self_id = self_id
         self._self_text = self_text
@@ -81,6 +82,8 @@ class Router:
         self._accept_timeout = max(0.5, 2.0 * heartbeat_s)
         self._stall_timeout = max(1.0, 3.0 * heartbeat_s)
         self._pending: dict[bytes, tuple[bytes, asyncio.Queue[object]]] = {}
+        self.hedge = hedge  # send a second copy of a slow idempotent request elsewhere
+        self._policy = RetryPolicy()
         self.ledger = InFlightLedger()
         self._result_load: dict[bytes, tuple[int, int]] = {}
         self.counters: Counter[str] = Counter()
@@ -184,7 +187,9 @@ class Router:
                     caller=caller,
                 )
                 try:
-                    result = await self._attempt(choice.node, attempt, deliver)
+                    result = await self._attempt_or_hedge(
+                        choice, attempt, deliver, candidates, exclude
+                    )
                 except Busy as error:
                     last_error = NoCapacity(f"every node serving {service!r} is busy ({error})")
                     self.counters["rerouted"] += 1
@@ -219,6 +224,55 @@ class Router:
         except MeshError:
             self.counters["failed"] += 1
             raise
+
+    async def _attempt_or_hedge(
+        self,
+        choice: Choice,
+        request: Request,
+        deliver: OnChunk,
+        candidates: list[Candidate],
+        exclude: set[bytes],
+    ) -> bytes:
+        """One attempt; with hedging on, an idempotent, unstreamed request still unanswered after
+        ``RetryPolicy.hedge_after`` (2× its estimate, at least 50 ms) is also sent to the next
+        best node. The first answer wins and the other copy is cancelled."""
+        delay_ms = (
+            self._policy.hedge_after(choice.estimate_ms, idempotent=request.idempotent)
+            if self.hedge and not request.stream and len(candidates) > 1
+            else None
+        )
+        if delay_ms is None:
+            return await self._attempt(choice.node, request, deliver)
+        running = {asyncio.create_task(self._attempt(choice.node, request, deliver))}
+        try:
+            done, _ = await asyncio.wait(running, timeout=delay_ms / 1000.0)
+            if not done:
+                try:
+                    second = choose(
+                        candidates, self.ledger, time.time(), self.rng,
+                        exclude=frozenset({*exclude, choice.node}),
+                    )  # fmt: skip
+                except NoCapacity:
+                    pass
+                else:
+                    copy = msgspec.structs.replace(request, id=os.urandom(16))
+                    running.add(asyncio.create_task(self._attempt(second.node, copy, deliver)))
+                    self.counters["hedged"] += 1
+            first_error: BaseException | None = None
+            while running:
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    error = task.exception()
+                    if error is None:
+                        return task.result()
+                    first_error = first_error or error
+            assert first_error is not None
+            raise first_error
+        finally:
+            for task in running:
+                task.cancel()  # the loser: its node is told to stop (Cancel)
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
 
     async def _attempt(self, node: bytes, request: Request, deliver: OnChunk) -> bytes:
         """One try of ``request`` on ``node`` (this node: called in place), with the ledger."""

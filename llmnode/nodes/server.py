@@ -116,9 +116,11 @@ class RequestServer:
         if slots is None:
             slots = self._slots[call.service] = asyncio.Semaphore(max(1, service.info().load.slots))
         async with slots:
-            if self.slow_chunk_s:
-                emit = _slowed(emit, self.slow_chunk_s)
-            return await service.call(call, emit)
+            if not self.slow_chunk_s:
+                return await service.call(call, emit)
+            result = await service.call(call, _slowed(emit, self.slow_chunk_s))
+            await asyncio.sleep(self.slow_chunk_s)  # and for the result: a slow node
+            return result
 
     def _finished(self, key: tuple[bytes, bytes], name: str, _: object) -> None:
         if self._running.pop(key, None) is not None:
