@@ -130,6 +130,10 @@ class MeshNodes:
 
 @pytest.fixture
 def mesh_key() -> str:
+    return _new_mesh_key()
+
+
+def _new_mesh_key() -> str:
     completed = subprocess.run(
         ["llmnode", "init", "--print-mesh-key"],
         env=compose.image_environment(),
@@ -239,7 +243,7 @@ def test_lan_beacons_form_a_mesh_with_no_seed_and_ignore_a_foreign_mesh(
     names = ["b0", "b1", "b2", "stranger"]
     cluster = make_cluster(names)
     nodes = MeshNodes(cluster, tmp_path, mesh_key)
-    strangers = MeshNodes(cluster, tmp_path, _other_key())
+    strangers = MeshNodes(cluster, tmp_path, _new_mesh_key())
     for name in names[:3]:
         nodes.start(name, beacon=True, extra=["--probe-interval", "0.2"])
     strangers.start("stranger", beacon=True, extra=["--probe-interval", "0.2"])
@@ -254,18 +258,6 @@ def test_lan_beacons_form_a_mesh_with_no_seed_and_ignore_a_foreign_mesh(
     assert strangers.views(["stranger"])["stranger"] == {}
     status = cluster.execute("b0", ["llmnode", "status", "--json"], nodes.environment("b0"))
     assert json.loads(status.stdout)["counters"]["rejections"].get("bad_beacon", 0) >= 1
-
-
-def _other_key() -> str:
-    completed = subprocess.run(
-        ["llmnode", "init", "--print-mesh-key"],
-        env=compose.image_environment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return completed.stdout.strip()
 
 
 def test_compose_topology_answers_the_example_question(
