@@ -37,16 +37,6 @@ CONFIG = MembershipConfig()
 FRAME_OVERHEAD = 200
 
 
-def first_time(simulation: Simulation, kind: str, about: bytes, needed: int) -> float | None:
-    seen: set[bytes] = set()
-    for observed in simulation.events:
-        if observed.event.kind == kind and observed.event.node == about:
-            seen.add(observed.observer)
-            if len(seen) >= needed:
-                return observed.at
-    return None
-
-
 def dissemination(members: int, seed: int) -> tuple[float, float]:
     simulation = Simulation.create(CONFIG, seed=seed)
     simulation.bootstrap(members)
@@ -55,11 +45,11 @@ def dissemination(members: int, seed: int) -> tuple[float, float]:
     start = simulation.now
     simulation.join(members, seeds=[0])
     simulation.run_for(40 * CONFIG.gossip_interval)
-    joined = first_time(simulation, "joined", node_id(members), needed)
+    joined = simulation.time_to_reach("joined", node_id(members), needed)
     start_record = simulation.now
     simulation.set_record(1, SignedRecord(node_id(1), 1, b"x" * 512, b"s" * 64))
     simulation.run_for(40 * CONFIG.gossip_interval)
-    updated = first_time(simulation, "record_updated", node_id(1), needed - 1)
+    updated = simulation.time_to_reach("record_updated", node_id(1), needed - 1)
     if joined is None or updated is None:
         raise SystemExit(f"dissemination did not reach 99.9% at N={members}")
     interval = CONFIG.gossip_interval
@@ -74,7 +64,7 @@ def detection(members: int, seed: int) -> float:
     crashed_at = simulation.now
     bound = detection_bound(CONFIG, members)
     simulation.run_for(2 * bound)
-    everyone = first_time(simulation, "dead", node_id(members - 1), members - 1)
+    everyone = simulation.time_to_reach("dead", node_id(members - 1), members - 1)
     if everyone is None:
         return math.inf
     return (everyone - crashed_at) / bound

@@ -196,6 +196,17 @@ class Simulation:
             self._after(machine)
         network.now = max(network.now, until)
 
+    def time_to_reach(self, kind: str, about: bytes, needed: int) -> float | None:
+        """When the ``needed``-th distinct member saw an event ``kind`` about ``about``."""
+        seen: set[bytes] = set()
+        for observed in self.events:
+            event = observed.event
+            if event.kind == kind and event.node == about and observed.observer not in seen:
+                seen.add(observed.observer)
+                if len(seen) >= needed:
+                    return observed.at
+        return None
+
     def run_for(self, duration: float) -> None:
         self.run_until(self.now + duration)
 

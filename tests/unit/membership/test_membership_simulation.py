@@ -19,18 +19,6 @@ from llmnode.schemas.membership import SignedRecord
 CONFIG = MembershipConfig()
 
 
-def time_to_reach(simulation: Simulation, kind: str, about: bytes, needed: int) -> float | None:
-    """When the ``needed``-th distinct observer saw an event ``kind`` about ``about``."""
-    seen: set[bytes] = set()
-    for observed in simulation.events:
-        event = observed.event
-        if event.kind == kind and event.node == about and observed.observer not in seen:
-            seen.add(observed.observer)
-            if len(seen) >= needed:
-                return observed.at
-    return None
-
-
 def dissemination_rounds(members: int, seed: int) -> tuple[float, float]:
     """Rounds (gossip intervals) for a join and for a new record to reach 99.9% of members."""
     simulation = Simulation.create(CONFIG, seed=seed)
@@ -40,11 +28,11 @@ def dissemination_rounds(members: int, seed: int) -> tuple[float, float]:
     start = simulation.now
     simulation.join(members, seeds=[0])
     simulation.run_for(30 * CONFIG.gossip_interval)
-    joined = time_to_reach(simulation, "joined", node_id(members), needed)
+    joined = simulation.time_to_reach("joined", node_id(members), needed)
     start_record = simulation.now
     simulation.set_record(1, SignedRecord(node_id(1), 1, b"state", b""))
     simulation.run_for(30 * CONFIG.gossip_interval)
-    updated = time_to_reach(simulation, "record_updated", node_id(1), needed - 1)
+    updated = simulation.time_to_reach("record_updated", node_id(1), needed - 1)
     assert joined is not None and updated is not None
     return (
         (joined - start) / CONFIG.gossip_interval,
@@ -80,7 +68,7 @@ def test_crashed_node_is_declared_dead_by_every_live_member_within_the_bound(
     crashed_at = simulation.now
     bound = detection_bound(CONFIG, members)
     simulation.run_for(bound + 1.0)
-    everyone = time_to_reach(simulation, "dead", victim, members - 1)
+    everyone = simulation.time_to_reach("dead", victim, members - 1)
     assert everyone is not None
     assert everyone - crashed_at <= bound
     assert simulation.count(lambda m: m.member(victim).state == "dead") == members - 1  # type: ignore[union-attr]
