@@ -32,7 +32,7 @@ import msgspec
 
 from llmnode.agents.agent import convert_body, decode_envelope, encode_envelope
 from llmnode.errors import ConfigError, ProtocolError
-from llmnode.nodes.control_client import ControlClient, find_control
+from llmnode.nodes.control_client import ControlClient
 from llmnode.schemas.control import CtlPeers, CtlPublish, CtlRequest, CtlSend, CtlStatus
 from llmnode.schemas.inference import (
     ChatMessage,
@@ -392,8 +392,7 @@ async def _open(
     token: str | bytes | None,
     name: str | None,
 ) -> Mesh:
-    found_address, found_token = find_control(data_dir, address=address, token=token)
-    client = ControlClient(found_address, found_token)
+    client = ControlClient.from_data_dir(data_dir, address=address, token=token)
     await client.connect()
     return Mesh(client, name=name or "")
 

@@ -378,6 +378,21 @@ class AttachedClients:
             return []
         return [ServiceInfo(name="subscriptions", kind="subscriptions", topics=topics)]
 
+    def disconnected(self, ident: bytes) -> None:
+        """A client's connection closed: its agents and subscriptions go at once, and the
+        requests it was waiting for are cancelled (nobody can receive their answers)."""
+        client = self._clients.pop(ident, None)
+        if client is None:
+            return
+        for task in list(client.requests.values()):
+            task.cancel()
+        for name in list(client.agents):
+            proxy = self._proxies.get(name)
+            if proxy is not None and proxy.client == ident:
+                self._unregister(name)
+        if client.subscriptions:
+            self._node.state_changed()
+
     async def close(self) -> None:
         """The node is stopping: end every request its clients have in flight."""
         tasks = [task for client in self._clients.values() for task in client.requests.values()]

@@ -1,8 +1,8 @@
-"""The low-level client of a node's control socket (does I/O: one zmq.asyncio DEALER).
+"""The low-level client of a node's control socket (does I/O: one asyncio stream connection).
 
-The SDK, the CLI and agent hosts talk to their local node through this client. Every frame it
-sends is ``[token, msgpack(Ctl* message)]``; every answer is one msgpack message. One reader task
-routes what arrives:
+The SDK, the CLI and agent hosts talk to their local node through this client. It presents the
+node's token first, then every frame is one msgpack ``Ctl*`` message each way
+(:mod:`llmnode.nodes.control_wire`). What arrives is routed as it is read:
 
 - ``CtlOk`` / ``CtlError`` / ``CtlChunk`` go to the :meth:`ControlClient.call` or
   :meth:`ControlClient.stream` waiting on that ``id``;
@@ -11,13 +11,15 @@ routes what arrives:
 - everything else addressed to this client (``CtlCall``, ``CtlCallCancelled``, agent
   ``CtlDelivery``) goes to the listeners added with :meth:`ControlClient.add_listener`.
 
-Every wait has a timeout; a node that does not answer is :class:`~llmnode.errors.NotRunning`.
+Every wait has a timeout; a node that does not answer, or closes the connection, is
+:class:`~llmnode.errors.NotRunning` (waiters fail as soon as the connection drops).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import os
 import re
@@ -25,10 +27,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 
-import zmq
-import zmq.asyncio
-
 from llmnode.errors import (
+    ConfigError,
     DeadlineExceeded,
     HandlerError,
     MeshError,
@@ -37,6 +37,7 @@ from llmnode.errors import (
 )
 from llmnode.errors import error_from_code as _error_from_code
 from llmnode.log import get_logger
+from llmnode.nodes.control_wire import FrameReader, frame, parse_address
 from llmnode.schemas.base import WireMessage
 from llmnode.schemas.control import (
     CtlCancel,
@@ -198,22 +199,73 @@ class ControlStream:
                 await self._client.send(CtlCancel(id=self._request.id))
 
 
-class ControlClient:
-    """A connection to one node's control socket. Use ``async with`` or connect()/close()."""
+class _ClientProtocol(asyncio.Protocol):
+    """Feeds frames from the node to its :class:`ControlClient` as they arrive (no reader task)."""
 
-    def __init__(self, address: str, token: bytes | str, *, timeout: float = CONTROL_TIMEOUT):
+    def __init__(self, client: ControlClient) -> None:
+        self._client = client
+        self._reader = FrameReader()
+        self.transport: asyncio.Transport | None = None
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._reader.feed(data)
+        except MeshError as error:
+            log.warning("control_message_rejected", error=str(error))
+            if self.transport is not None:
+                self.transport.close()
+            return
+        for body in frames:
+            try:
+                message = decode(body)
+            except MeshError as error:
+                log.warning("control_message_rejected", error=str(error))
+                continue
+            self._client._route(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.writable.set()
+        self._client._lost(self)
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+
+class ControlClient:
+    """A connection to one node's control socket. Use ``async with`` or connect()/close().
+
+    ``resolve`` (set by :meth:`from_data_dir`) finds the node's address and token again: when the
+    connection drops (the node restarted), the next send reconnects with them."""
+
+    def __init__(
+        self,
+        address: str,
+        token: bytes | str,
+        *,
+        timeout: float = CONTROL_TIMEOUT,
+        resolve: Callable[[], tuple[str, bytes]] | None = None,
+    ):
         self.address = address
         self._token = token.encode() if isinstance(token, str) else token
         self._timeout = timeout
-        self._context: zmq.asyncio.Context | None = None
-        self._socket: zmq.asyncio.Socket | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._resolve = resolve
+        self._protocol: _ClientProtocol | None = None
         self._keepalive: asyncio.Task[None] | None = None
+        self._reconnect_lock = asyncio.Lock()
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[WireMessage] | asyncio.Queue[WireMessage]] = {}
         self._subscriptions: dict[int, asyncio.Queue[CtlDelivery]] = {}
         self._listeners: list[Listener] = []
-        self._send_lock = asyncio.Lock()
         self.closed = False
 
     @classmethod
@@ -225,7 +277,11 @@ class ControlClient:
         token: str | bytes | None = None,
     ) -> ControlClient:
         found_address, found_token = find_control(data_dir, address=address, token=token)
-        return cls(found_address, found_token)
+        return cls(
+            found_address,
+            found_token,
+            resolve=functools.partial(find_control, data_dir, address=address, token=token),
+        )
 
     async def __aenter__(self) -> ControlClient:
         await self.connect()
@@ -243,22 +299,9 @@ class ControlClient:
         return next(self._ids)
 
     async def connect(self) -> None:
-        """Open the socket and check that a node answers (a ``CtlStatus`` round trip)."""
-        self._context = zmq.asyncio.Context()
-        socket = self._context.socket(zmq.DEALER)
-        socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.IMMEDIATE, 1)
-        socket.setsockopt(zmq.SNDHWM, 10_000)
-        socket.setsockopt(zmq.RCVHWM, 10_000)
+        """Open the connection and check that a node answers (a ``CtlStatus`` round trip)."""
         try:
-            socket.connect(self.address)
-        except zmq.ZMQError as error:
-            socket.close(linger=0)
-            self._context.term()
-            raise NotRunning(f"cannot connect to {self.address}: {error.strerror}") from error
-        self._socket = socket
-        self._reader = asyncio.create_task(self._read_loop(), name="control_client_reader")
-        try:
+            await self._open()
             await self.call(CtlStatus(id=self.next_id()), timeout=self._timeout)
         except DeadlineExceeded:
             await self.close()
@@ -269,6 +312,55 @@ class ControlClient:
             await self.close()
             raise
 
+    async def _open(self) -> None:
+        try:
+            address = parse_address(self.address)
+        except ConfigError as error:
+            raise NotRunning(str(error)) from None
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._timeout):
+                if address.is_unix:
+                    _, protocol = await loop.create_unix_connection(
+                        lambda: _ClientProtocol(self), address.path
+                    )
+                else:
+                    _, protocol = await loop.create_connection(
+                        lambda: _ClientProtocol(self), address.host, address.port
+                    )
+        except (OSError, TimeoutError) as error:
+            reason = getattr(error, "strerror", None) or "timed out"
+            raise NotRunning(
+                f"no llmnode node answers on {self.address} ({reason}); "
+                "start one with `llmnode start`"
+            ) from None
+        assert protocol.transport is not None
+        protocol.transport.write(frame(self._token))
+        self._protocol = protocol
+
+    async def _reconnect(self) -> None:
+        async with self._reconnect_lock:
+            if self._protocol is not None or self.closed:
+                return
+            if self._resolve is not None:
+                self.address, self._token = self._resolve()
+            await self._open()
+
+    def _lost(self, protocol: _ClientProtocol) -> None:
+        """The connection closed: everything waiting on it fails now, not at its timeout."""
+        if self._protocol is protocol:
+            self._protocol = None
+        self._fail_pending(NotRunning("the node closed the control connection"))
+
+    def _fail_pending(self, failure: MeshError) -> None:
+        for waiter in self._pending.values():
+            if isinstance(waiter, asyncio.Future):
+                if not waiter.done():
+                    waiter.set_exception(failure)
+            else:
+                waiter.put_nowait(CtlError(id=0, code=failure.code, message=str(failure)))
+        self._pending.clear()
+
     async def close(self) -> None:
         if self.closed:
             return
@@ -277,22 +369,10 @@ class ControlClient:
             self._keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keepalive
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        failure = NotRunning("the control connection was closed")
-        for waiter in self._pending.values():
-            if isinstance(waiter, asyncio.Future):
-                if not waiter.done():
-                    waiter.set_exception(failure)
-            else:
-                waiter.put_nowait(CtlError(id=0, code=NotRunning.code, message=str(failure)))
-        self._pending.clear()
-        if self._socket is not None:
-            self._socket.close(linger=0)
-        if self._context is not None:
-            self._context.term()
+        self._fail_pending(NotRunning("the control connection was closed"))
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
 
     def add_listener(self, listener: Listener) -> None:
         """Receive every message that is not an answer to this client's own requests."""
@@ -304,18 +384,23 @@ class ControlClient:
 
     async def send(self, message: WireMessage) -> None:
         """Send one message to the node (replies from agents, cancels, requests)."""
-        if self._socket is None or self.closed:
+        if self.closed:
             raise NotRunning("the control connection is closed")
-        frames = [self._token, encode(message)]
-        try:
-            async with self._send_lock, asyncio.timeout(SEND_TIMEOUT):
-                await self._socket.send_multipart(frames, copy=False)
-        except TimeoutError:
-            raise NotRunning(
-                f"no llmnode node accepts messages on {self.address}; is it running?"
-            ) from None
-        except zmq.ZMQError as error:
-            raise NotRunning(f"control socket failed: {error.strerror}") from error
+        if self._protocol is None:
+            await self._reconnect()
+        protocol = self._protocol
+        transport = protocol.transport if protocol is not None else None
+        if protocol is None or transport is None or transport.is_closing():
+            raise NotRunning("the node closed the control connection")
+        transport.write(frame(encode(message)))
+        if not protocol.writable.is_set():  # the node is not reading: wait, but not forever
+            try:
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    await protocol.writable.wait()
+            except TimeoutError:
+                raise NotRunning(
+                    f"no llmnode node accepts messages on {self.address}; is it running?"
+                ) from None
 
     async def call(self, message: WireMessage, *, timeout: float | None = None) -> CtlOk:
         """Send a request with an ``id`` and wait for its ``CtlOk``; a ``CtlError`` raises the
@@ -394,21 +479,6 @@ class ControlClient:
                     await self.call(CtlStatus(id=self.next_id()), timeout=5.0)
                 except MeshError as error:
                     log.warning("control_keepalive_failed", error=str(error))
-
-    async def _read_loop(self) -> None:
-        assert self._socket is not None
-        while True:
-            try:
-                frames = await self._socket.recv_multipart()
-            except zmq.ZMQError as error:
-                log.warning("control_receive_failed", error=error.strerror)
-                return
-            try:
-                message = decode(frames[-1])
-            except MeshError as error:
-                log.warning("control_message_rejected", error=str(error))
-                continue
-            self._route(message)
 
     def _route(self, message: WireMessage) -> None:
         if isinstance(message, CtlOk | CtlError | CtlChunk):

@@ -113,7 +113,10 @@ class Node:
         )
         self.clients = AttachedClients(self)
         self.control = ControlServer(
-            self.data_dir, control_address(self.data_dir, config.control), self.clients.handle
+            self.data_dir,
+            control_address(self.data_dir, config.control),
+            self.clients.handle,
+            on_disconnect=self.clients.disconnected,
         )
         self._incarnation = incarnation
         self.membership: Membership | None = None
@@ -130,7 +133,7 @@ class Node:
     async def run(self) -> None:
         bind_node(self.node_text, self.name)
         await self.bus.start()
-        self.control.start()
+        await self.control.start()
         address = self.bus.address
         factor = 1.0 / self.config.probe_interval  # scaled() divides every timing by it
         self.membership = Membership(
