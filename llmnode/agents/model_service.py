@@ -5,7 +5,8 @@ This is what ``llmnode start --model NAME`` hosts. It implements
 
 - ``generate`` / ``chat``: payload msgpack :class:`GenerateRequest`; for streamed calls each chunk
   is msgpack :class:`TokenChunk`; the final result is msgpack :class:`GenerateResult`;
-- ``embed``: payload msgpack :class:`EmbedRequest`; the result is msgpack :class:`EmbedResult`.
+- ``embed``: payload msgpack :class:`EmbedRequest`; the result is msgpack :class:`EmbedResult`
+  (the vectors as float32 bytes).
 
 The call's deadline bounds the run, and cancelling the task that runs ``call`` cancels the
 sequence in the runtime at once (its batch slot is freed).
@@ -19,6 +20,7 @@ import time
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from llmnode.agents.models.results import collect_result
 from llmnode.agents.models.store import ModelStore
@@ -139,14 +141,14 @@ class ModelService:
 
     async def _embed(self, request: EmbedRequest) -> EmbedResult:
         if not request.texts:
-            return EmbedResult(vectors=[], dim=0, model=self.name)
+            return EmbedResult(dim=0, model=self.name)
         output = await self.runtime.embed(request.texts)
         if isinstance(output, EmbedResult):
             return output
-        vectors: list[list[float]] = (
-            output.tolist() if hasattr(output, "tolist") else [list(row) for row in output]
-        )
-        return EmbedResult(vectors=vectors, dim=len(vectors[0]) if vectors else 0, model=self.name)
+        matrix = np.ascontiguousarray(output, dtype="<f4")
+        if matrix.ndim != 2 or matrix.shape[0] != len(request.texts):
+            raise ModelError(f"model {self.name!r} returned embeddings of shape {matrix.shape}")
+        return EmbedResult(data=matrix.tobytes(), dim=int(matrix.shape[1]), model=self.name)
 
     async def close(self) -> None:
         close = self.runtime.close

@@ -350,7 +350,7 @@ class Mesh:
             self._request(model_service(model), "embed", payload, timeout=timeout, caller=caller)
         )
         result: EmbedResult = _decode(_EMBED_RESULT, answer.data, "embedding result")
-        return result.vectors
+        return result.rows()
 
     # ---- the node ----------------------------------------------------------------------------
 

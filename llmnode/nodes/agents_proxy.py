@@ -14,6 +14,7 @@ import itertools
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -166,7 +167,9 @@ class AttachedClients:
 
     # -- control messages --------------------------------------------------------------------
 
-    async def handle(self, ident: bytes, message: WireMessage) -> None:
+    def handle(self, ident: bytes, message: WireMessage) -> Awaitable[None] | None:
+        """Handle one control message now; an agent's stream chunk returns an awaitable (the
+        control server runs later messages after it, keeping the chunks in order)."""
         now = time.time()
         client = self._clients.get(ident)
         if client is None:
@@ -217,14 +220,21 @@ class AttachedClients:
                     if proxy.client == ident:
                         proxy.reply(message)
             elif isinstance(message, CtlAgentChunk):
-                for proxy in self._proxies.values():
-                    if proxy.client == ident:
-                        await proxy.chunk(message)
+                return self._chunk(ident, message)
             else:
                 node.control.rejections["unexpected_message"] += 1
         except MeshError as error:
             request_id = getattr(message, "id", 0)
             self.send(ident, CtlError(id=request_id, code=error.code, message=str(error)))
+        return None
+
+    async def _chunk(self, ident: bytes, message: CtlAgentChunk) -> None:
+        for proxy in list(self._proxies.values()):
+            if proxy.client == ident:
+                try:
+                    await proxy.chunk(message)
+                except MeshError as error:
+                    log.warning("agent_chunk_failed", agent=proxy.register.name, error=str(error))
 
     async def _request(self, client: _Client, message: CtlRequest) -> None:
         sequence = 0

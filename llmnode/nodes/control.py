@@ -19,6 +19,7 @@ import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from llmnode.bus.identity import write_secret_file
 from llmnode.errors import ConfigError, Rejected
@@ -29,7 +30,7 @@ from llmnode.schemas.base import WireMessage
 
 log = get_logger(__name__)
 
-Handler = Callable[[bytes, WireMessage], Awaitable[None]]
+Handler = Callable[[bytes, WireMessage], Awaitable[None] | None]
 KEYRING_FILE = "mesh.keys"  # the node's mesh key ring, in its data dir
 AUTH_TIMEOUT_S = 5.0  # a connection must present the token within this
 INBOX_LIMIT = 10_000  # decoded messages waiting for the handler; beyond it, reading pauses
@@ -98,8 +99,9 @@ class _Connection(asyncio.Protocol):
 
 
 class ControlServer:
-    """Answers local clients. ``handler(client, message)`` runs for every valid message, one at a
-    time in arrival order; it answers with :meth:`send` (any number of times, e.g. streams).
+    """Answers local clients. ``handler(client, message)`` runs for every valid message, in
+    arrival order, as soon as it is read; it answers with :meth:`send` (any number of times, e.g.
+    streams). When it returns an awaitable, later messages wait until that is done.
     ``on_disconnect(client)`` runs when an authenticated client's connection closes."""
 
     def __init__(
@@ -114,7 +116,10 @@ class ControlServer:
         self._handler = handler
         self._on_disconnect = on_disconnect
         self._server: asyncio.Server | None = None
-        self._inbox: asyncio.Queue[tuple[_Connection, WireMessage]] = asyncio.Queue()
+        # Messages read while the handler is busy with an awaitable (in order), and the
+        # awaitables themselves (first element None).
+        self._inbox: asyncio.Queue[tuple[_Connection | None, Any]] = asyncio.Queue()
+        self._busy = False
         self._paused: set[_Connection] = set()
         self._idents = itertools.count(1)
         self.connections: dict[bytes, _Connection] = {}
@@ -160,21 +165,44 @@ class ControlServer:
         except Rejected as error:
             self.reject(error.reason, len(body))
             return
-        self._inbox.put_nowait((connection, message))
-        if self._inbox.qsize() >= INBOX_LIMIT and connection.transport is not None:
-            connection.transport.pause_reading()
-            self._paused.add(connection)
+        if self._busy:
+            self._inbox.put_nowait((connection, message))
+            if self._inbox.qsize() >= INBOX_LIMIT and connection.transport is not None:
+                connection.transport.pause_reading()
+                self._paused.add(connection)
+            return
+        pending = self._dispatch(connection.ident, message)
+        if pending is not None:
+            self._busy = True
+            self._inbox.put_nowait((None, pending))
+
+    def _dispatch(self, client: bytes, message: WireMessage) -> Awaitable[None] | None:
+        try:
+            return self._handler(client, message)
+        except Exception as error:  # a bug must not take the control socket down
+            log.exception(
+                "control_handler_failed", message=type(message).__name__, error=str(error)
+            )
+            return None
 
     async def serve(self) -> None:
+        """Finish the handler's awaitables, and the messages that arrived meanwhile, in order."""
         assert self._server is not None, "start() first"
         while True:
-            connection, message = await self._inbox.get()
+            connection, item = await self._inbox.get()
             if self._paused and self._inbox.qsize() < INBOX_LIMIT // 2:
                 for paused in self._paused:
                     if paused.transport is not None:
                         paused.transport.resume_reading()
                 self._paused.clear()
-            await self._handler(connection.ident, message)
+            pending = item if connection is None else self._dispatch(connection.ident, item)
+            if pending is not None:
+                try:
+                    await pending
+                except Exception as error:
+                    log.exception("control_handler_failed", error=str(error))
+            if self._inbox.empty():
+                self._busy = False
 
     def send(self, client: bytes, message: WireMessage) -> bool:
         """Queue ``message`` to ``client``; False if it is gone or stopped reading."""

@@ -7,7 +7,12 @@ fields get defaults and go last, so old and new nodes interoperate.
 
 from __future__ import annotations
 
+import array
+import sys
+
 import msgspec
+
+from llmnode.errors import ProtocolError
 
 
 class ChatMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,6 +62,24 @@ class EmbedRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class EmbedResult(msgspec.Struct, frozen=True, kw_only=True):
-    vectors: list[list[float]]
+    """Embedding vectors, one per text. Nodes send them compactly in ``data``: little-endian
+    float32, row-major, ``4 * dim`` bytes per vector. ``vectors`` holds them as lists instead
+    (what older nodes send; empty when ``data`` is set). :meth:`rows` reads either."""
+
+    vectors: list[list[float]] = []
     dim: int
     model: str
+    data: bytes = b""
+
+    def rows(self) -> list[list[float]]:
+        """The vectors as lists of floats; raises :class:`ProtocolError` if ``data`` is torn."""
+        if not self.data:
+            return self.vectors
+        if self.dim <= 0 or len(self.data) % (4 * self.dim):
+            raise ProtocolError(f"embedding data of {len(self.data)} bytes for dim {self.dim}")
+        values = array.array("f")
+        values.frombytes(self.data)
+        if sys.byteorder == "big":
+            values.byteswap()
+        flat = values.tolist()
+        return [flat[start : start + self.dim] for start in range(0, len(flat), self.dim)]
