@@ -7,7 +7,8 @@ message or a topic publication) and ``CtlCallCancelled``. Handlers run concurren
 ``Agent.slots`` at a time per agent, each within its call's deadline. A handler that raises
 answers the requester with a :class:`~llmnode.errors.HandlerError` and the agent keeps serving.
 The host heartbeats the node (a ``CtlStatus`` every 2 s; the node drops agents of a client it has
-not heard from for 10 s) and registers its agents again when the node comes back.
+not heard from for 10 s, or at once when its connection closes) and registers its agents again
+when the node comes back (the heartbeat reconnects to a restarted node).
 
 The node's ``--agent pkg.module:Class`` runs one of these in its own process::
 
@@ -104,6 +105,7 @@ class AgentHost:
         self._heartbeat: asyncio.Task[None] | None = None
         self._node_id = ""
         self._started = False
+        self._generation = 0  # the client's connection our agents are registered on
 
     @property
     def agents(self) -> list[Agent]:
@@ -127,6 +129,7 @@ class AgentHost:
             self._started = True
             status = await self.mesh.status()
             self._node_id = str(status.get("node_id", ""))
+            self._generation = self.client.generation
             self.client.add_listener(self._on_message)
             self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="agent_heartbeat")
         for agent in agents:
@@ -206,8 +209,9 @@ class AgentHost:
                     log.warning("node_heartbeat_failed", error=str(error))
                 lost = True
                 continue
-            if lost:
+            if lost or self.client.generation != self._generation:
                 lost = False
+                self._generation = self.client.generation
                 log.info("node_reachable_again", agents=sorted(self._agents))
                 for hosted in list(self._agents.values()):
                     try:

@@ -265,6 +265,8 @@ class ControlClient:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[WireMessage] | asyncio.Queue[WireMessage]] = {}
         self._subscriptions: dict[int, asyncio.Queue[CtlDelivery]] = {}
+        self._topics: dict[int, str] = {}  # subscription id -> topic, renewed on reconnection
+        self.generation = 0  # connections opened so far: a change means a new node process
         self._listeners: list[Listener] = []
         self.closed = False
 
@@ -337,14 +339,20 @@ class ControlClient:
         assert protocol.transport is not None
         protocol.transport.write(frame(self._token))
         self._protocol = protocol
+        self.generation += 1
 
     async def _reconnect(self) -> None:
+        """Open a new connection (the node restarted) and renew this client's subscriptions on
+        it. Agent hosts see :attr:`generation` change and register their agents again."""
         async with self._reconnect_lock:
             if self._protocol is not None or self.closed:
                 return
             if self._resolve is not None:
                 self.address, self._token = self._resolve()
             await self._open()
+            log.info("control_reconnected", address=self.address)
+            for subscription_id, topic in list(self._topics.items()):
+                await self.call(CtlSubscribe(id=subscription_id, topic=topic))
 
     def _lost(self, protocol: _ClientProtocol) -> None:
         """The connection closed: everything waiting on it fails now, not at its timeout."""
@@ -446,17 +454,20 @@ class ControlClient:
         subscription_id = self.next_id()
         queue: asyncio.Queue[CtlDelivery] = asyncio.Queue()
         self._subscriptions[subscription_id] = queue
+        self._topics[subscription_id] = topic
         if self._keepalive is None:
             self._keepalive = asyncio.create_task(self._keepalive_loop(), name="control_keepalive")
         try:
             await self.call(CtlSubscribe(id=subscription_id, topic=topic))
         except BaseException:
             self._subscriptions.pop(subscription_id, None)
+            self._topics.pop(subscription_id, None)
             raise
         return subscription_id, queue
 
     async def close_subscription(self, subscription_id: int, topic: str) -> None:
         self._subscriptions.pop(subscription_id, None)
+        self._topics.pop(subscription_id, None)
         if not self.closed:
             with contextlib.suppress(MeshError):
                 await self.call(CtlUnsubscribe(id=self.next_id(), topic=topic))
