@@ -9,8 +9,9 @@ One run measures:
   Baseline: raw pyzmq ROUTER/DEALER echo between two processes, same concurrency.
 - embed added latency: one sentence embedded with ``all-minilm-l6-v2`` through the SDK (SDK ->
   control socket -> node A's ModelService -> runtime) vs the same runtime's ONNX session called
-  directly in this process (``embed_sync``); added = mesh - direct, p50 and p99.
-  Target: <= 1 ms added at p50.
+  directly in this process (``embed_sync``), interleaved; added = mesh - direct, p50 and p99.
+  Target: <= 1 ms added at p50. Also, separately, the runtime's own async path in this process
+  (``embed_runtime_async_p50_ms``: its worker thread, no mesh).
 
 Usage: ``python benchmarks/agents.py [--quick]``. Needs the default MiniLM model in the test store
 (``$LLMNODE_TEST_STORE`` or the default store; pulled if missing). Prints one JSON
@@ -233,9 +234,12 @@ async def run(quick: bool, mesh_key: str) -> dict[str, Any]:
                 one_by_one = await mesh.request(
                     "pinger", {**bench, "count": serial, "concurrency": 1}, timeout=300
                 )
-                # One sentence at a time, interleaved so both paths see the same machine load:
-                # through the mesh, the same model's ONNX session called directly in this
-                # process, and that runtime's own async path (its batching queue).
+                # One sentence at a time, the mesh and the same model's ONNX session called
+                # directly in this process interleaved, so both see the same machine load. The
+                # runtime's own async path (its worker thread and batching queue) is measured
+                # apart, afterwards: running this process's session on another thread perturbs
+                # the next call through the mesh by 0.3-0.5 ms on two cores (measured), which
+                # would be charged to the mesh.
                 runtime = await asyncio.to_thread(EmbeddingRuntime, store, EMBED_MODEL)
                 mesh_ms: list[float] = []
                 direct_ms: list[float] = []
@@ -251,6 +255,7 @@ async def run(quick: bool, mesh_key: str) -> dict[str, Any]:
                         started = time.perf_counter()
                         runtime.embed_sync([SENTENCE])
                         direct_ms.append((time.perf_counter() - started) * 1000)
+                    for _ in range(serial // 2):
                         started = time.perf_counter()
                         await runtime.embed([SENTENCE])
                         runtime_ms.append((time.perf_counter() - started) * 1000)
@@ -280,6 +285,13 @@ async def run(quick: bool, mesh_key: str) -> dict[str, Any]:
         "embed_runtime_async_p50_ms": round(statistics.median(runtime_ms), 3),
         "embed_added_p50_ms": round(statistics.median(mesh_ms) - statistics.median(direct_ms), 3),
         "embed_added_p99_ms": round(percentile(mesh_ms, 0.99) - percentile(direct_ms, 0.99), 3),
+        # Against the faster of the two in-process paths (the runtime's worker thread often runs
+        # the session faster than the main thread does): the stricter reading of the target.
+        "embed_added_vs_fastest_p50_ms": round(
+            statistics.median(mesh_ms)
+            - min(statistics.median(direct_ms), statistics.median(runtime_ms)),
+            3,
+        ),
         "embed_added_target_ms": 1.0,
         "cpu_count": os.cpu_count(),
     }
