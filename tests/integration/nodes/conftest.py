@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.mesh import LocalMesh
+from tests.support.mesh import LocalMesh, NodeProcess
 
 
 @pytest.fixture
@@ -18,6 +18,12 @@ def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
         yield local
     finally:
         local.close()
+
+
+@pytest.fixture
+def node(mesh: LocalMesh) -> NodeProcess:
+    """One node process, named "solo"."""
+    return mesh.add("solo")
 
 
 @pytest.fixture(scope="session")

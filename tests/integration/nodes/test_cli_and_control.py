@@ -7,12 +7,9 @@ import stat
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.support.mesh import LocalMesh, NodeProcess, wait_for
+from tests.support.mesh import NodeProcess, wait_for
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -62,15 +59,6 @@ def test_init_writes_secret_files_0600(tmp_path: Path) -> None:
     for name in ("identity.key", "mesh.keys"):
         mode = stat.S_IMODE((tmp_path / name).stat().st_mode)
         assert mode == 0o600, (name, oct(mode))
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[NodeProcess]:
-    mesh = LocalMesh(tmp_path)
-    try:
-        yield mesh.add("solo")
-    finally:
-        mesh.close()
 
 
 def _exchange(path: Path, data: bytes) -> bytes:

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 from llmnode.agents.agent import Agent, handler
 from llmnode.agents.sdk import Mesh, connect
 from llmnode.errors import MeshError, UnknownAgent
-from tests.support.mesh import LocalMesh, NodeProcess, wait_for
+from tests.support.mesh import NodeProcess, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +29,6 @@ class Echo(Agent):
     @handler
     async def echo(self, message: dict[str, Any]) -> dict[str, Any]:
         return message
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[NodeProcess]:
-    mesh = LocalMesh(tmp_path)
-    try:
-        yield mesh.add("solo")
-    finally:
-        mesh.close()
 
 
 def _services(node: NodeProcess) -> set[str]:
