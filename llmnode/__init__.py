@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AccessDenied",
     "Agent",
+    "AgentLost",
     "ChatMessage",
     "Context",
     "DeadlineExceeded",
@@ -58,6 +59,7 @@ _LAZY = {
     "GenerateResult": "llmnode.schemas.inference",
     "TokenChunk": "llmnode.schemas.inference",
     "AccessDenied": "llmnode.errors",
+    "AgentLost": "llmnode.errors",
     "DeadlineExceeded": "llmnode.errors",
     "HandlerError": "llmnode.errors",
     "MeshError": "llmnode.errors",
@@ -71,6 +73,7 @@ if TYPE_CHECKING:
     from llmnode.agents.sdk import Mesh, SyncMesh, connect, connect_sync
     from llmnode.errors import (
         AccessDenied,
+        AgentLost,
         DeadlineExceeded,
         HandlerError,
         MeshError,

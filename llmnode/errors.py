@@ -19,6 +19,7 @@ msgspec and onnxruntime are translated where those libraries are called (``raise
         ├── UnknownAgent         no agent (or model) of that name in the mesh
         ├── AccessDenied         the caller's node key is not on the agent's allowlist
         ├── HandlerError         the remote handler raised; ``remote_type`` names its class
+        ├── AgentLost            the agent's process went away while serving the request
         └── ModelError           model store, export or runtime
 """
 
@@ -88,6 +89,13 @@ class AgentError(MeshError):
 
 class UnknownAgent(AgentError):
     code = "unknown_agent"
+
+
+class AgentLost(AgentError):
+    """The process hosting the agent stopped or disconnected while serving the request. The
+    router retries an idempotent request on another replica; others fail with this error."""
+
+    code = "agent_lost"
 
 
 class AccessDenied(AgentError):

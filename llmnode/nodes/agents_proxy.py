@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from llmnode.bus.identity import node_id_to_text
-from llmnode.errors import AccessDenied, MeshError, UnknownAgent, error_from_code
+from llmnode.errors import AccessDenied, AgentLost, MeshError, UnknownAgent, error_from_code
 from llmnode.log import get_logger
 from llmnode.nodes.scheduler import choose
 from llmnode.nodes.service import Emit, ServiceCall
@@ -143,9 +143,10 @@ class ProxyService:
             await entry[1](message.data)
 
     def fail_all(self, reason: str) -> None:
+        """The agent's process is gone: its calls in flight fail with :class:`AgentLost`."""
         for future, _ in self._calls.values():
             if not future.done():
-                future.set_exception(MeshError(reason))
+                future.set_exception(AgentLost(reason))
 
     async def close(self) -> None:
         self.fail_all(f"agent {self.register.name!r} stopped")

@@ -21,6 +21,7 @@ import msgspec
 
 from llmnode.errors import (
     AccessDenied,
+    AgentLost,
     Busy,
     DeadlineExceeded,
     MeshError,
@@ -202,7 +203,8 @@ class Router:
                 except _AttemptFailed as failure:
                     exclude.add(choice.node)
                     if failure.accepted and not idempotent:
-                        raise MeshError(
+                        lost = failure.reason == "agent_lost"
+                        raise (AgentLost if lost else MeshError)(
                             f"node serving {service!r} failed ({failure.reason}) after accepting "
                             "a request that is not idempotent; not retried"
                         ) from None
@@ -287,6 +289,8 @@ class Router:
                 result = await self._remote(node, request, deliver)
             finished_ok = True
             return result
+        except AgentLost as error:  # it had the request: retried elsewhere only if idempotent
+            raise _AttemptFailed("agent_lost", accepted=True) from error
         finally:
             if finished_ok:
                 now = time.time()

@@ -7,6 +7,7 @@ import llmnode
 PUBLIC = {
     "AccessDenied",
     "Agent",
+    "AgentLost",
     "ChatMessage",
     "Context",
     "DeadlineExceeded",
@@ -42,6 +43,7 @@ def test_every_public_name_resolves() -> None:
 def test_errors_share_one_root() -> None:
     for name in (
         "AccessDenied",
+        "AgentLost",
         "DeadlineExceeded",
         "HandlerError",
         "NoCapacity",

@@ -1,13 +1,17 @@
-"""The control connection's lifecycle against a real node: a client that dies takes its agents
-with it at once, and agents and subscriptions come back after the node restarts."""
+"""The control connection's lifecycle against real nodes: a client that dies takes its agents with
+it at once (an idempotent request it was serving goes on to another replica), and agents and
+subscriptions come back after the node restarts."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +19,8 @@ import pytest
 
 from llmnode.agents.agent import Agent, handler
 from llmnode.agents.sdk import Mesh, connect
-from llmnode.errors import MeshError, UnknownAgent
-from tests.support.mesh import NodeProcess, wait_for
+from llmnode.errors import AgentLost, MeshError, UnknownAgent
+from tests.support.mesh import LocalMesh, NodeProcess, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +33,18 @@ class Echo(Agent):
     @handler
     async def echo(self, message: dict[str, Any]) -> dict[str, Any]:
         return message
+
+
+class Slow(Agent):
+    """Says it started (on stdout), takes ``$SLOW_SECONDS``, answers with ``$HOST_NAME``."""
+
+    name = "slow"
+
+    @handler
+    async def work(self, message: dict[str, Any]) -> dict[str, Any]:
+        print("started", flush=True)
+        await asyncio.sleep(float(os.environ.get("SLOW_SECONDS", "0")))
+        return {"host": os.environ.get("HOST_NAME", "")}
 
 
 def _services(node: NodeProcess) -> set[str]:
@@ -58,28 +74,48 @@ async def _publish_until(mesh: Mesh, waiting: asyncio.Future[Any], n: int) -> An
     return await asyncio.wait_for(waiting, 1)
 
 
-def test_agents_of_a_killed_client_are_withdrawn_at_once(node: NodeProcess) -> None:
+@contextlib.contextmanager
+def _hosting(node: NodeProcess, agent: str, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A separate process hosting ``agent`` (a class of this module) on ``node``; killed after."""
     script = textwrap.dedent(
         f"""
         import asyncio, sys
         sys.path.insert(0, {str(ROOT)!r})
         from llmnode.agents.sdk import connect
-        from tests.integration.nodes.test_control_connection import Echo
+        from tests.integration.nodes.test_control_connection import {agent}
 
         async def main():
-            async with connect({str(node.data_dir)!r}) as mesh, mesh.serving(Echo()):
+            async with connect({str(node.data_dir)!r}) as mesh, mesh.serving({agent}()):
                 print("serving", flush=True)
                 await asyncio.Event().wait()
 
         asyncio.run(main())
         """
     )
-    host = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    host = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, env={**os.environ, **env}
+    )
     try:
-        assert host.stdout is not None
-        while (line := host.stdout.readline()) and line.strip() != b"serving":
-            pass  # its log lines
-        assert line.strip() == b"serving"
+        _wait_line(host, b"serving")
+        yield host
+    finally:
+        if host.poll() is None:
+            host.kill()
+        host.wait(10)
+        if host.stdout is not None:
+            host.stdout.close()
+
+
+def _wait_line(host: subprocess.Popen[bytes], wanted: bytes) -> None:
+    """Read the host's stdout (its log lines too) up to the line ``wanted``."""
+    assert host.stdout is not None
+    while (line := host.stdout.readline()) and line.strip() != wanted:
+        pass
+    assert line.strip() == wanted, f"the host exited before printing {wanted!r}"
+
+
+def test_agents_of_a_killed_client_are_withdrawn_at_once(node: NodeProcess) -> None:
+    with _hosting(node, "Echo") as host:
         assert "echo" in _services(node)
         host.kill()
         host.wait(10)
@@ -87,12 +123,6 @@ def test_agents_of_a_killed_client_are_withdrawn_at_once(node: NodeProcess) -> N
         wait_for(lambda: "echo" not in _services(node), timeout=10, what="echo withdrawn")
         # The node saw the connection close: no waiting for the 10 s heartbeat timeout.
         assert time.monotonic() - started < 5.0
-    finally:
-        if host.poll() is None:
-            host.kill()
-        host.wait(10)
-        if host.stdout is not None:
-            host.stdout.close()
 
     async def call() -> None:
         async with connect(node.data_dir) as mesh:
@@ -101,6 +131,44 @@ def test_agents_of_a_killed_client_are_withdrawn_at_once(node: NodeProcess) -> N
 
     asyncio.run(call())
     assert node.alive()
+
+
+async def test_a_request_whose_agent_process_dies_goes_on_to_another_replica(
+    node: NodeProcess, mesh: LocalMesh
+) -> None:
+    other = mesh.add("other")
+    async with connect(node.data_dir, name="caller") as caller:
+        # Not idempotent: the lost agent had it, so it is not run again; a typed error at once.
+        with _hosting(node, "Slow", SLOW_SECONDS="60", HOST_NAME="first") as first:
+            request = asyncio.ensure_future(
+                caller.request("slow", {"type": "work"}, timeout=30, idempotent=False)
+            )
+            await asyncio.to_thread(_wait_line, first, b"started")
+            first.kill()
+            with pytest.raises(AgentLost, match="not idempotent"):
+                await asyncio.wait_for(request, 10)
+
+        # Idempotent: retried on the replica on the other node, which answers.
+        with _hosting(node, "Slow", SLOW_SECONDS="60", HOST_NAME="first") as first:
+            request = asyncio.ensure_future(caller.request("slow", {"type": "work"}, timeout=30))
+            await asyncio.to_thread(_wait_line, first, b"started")
+            with _hosting(other, "Slow", SLOW_SECONDS="0", HOST_NAME="second"):
+                await _until_hosted_twice(caller, "slow")
+                first.kill()
+                assert await asyncio.wait_for(request, 20) == {"host": "second"}
+    status = wait_for(node.status, timeout=10, what="status")
+    assert status["counters"]["requests"]["retried"] >= 1
+
+
+async def _until_hosted_twice(mesh: Mesh, agent: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        peers = await mesh.peers()
+        hosting = [p for p in peers if any(s.get("name") == agent for s in p.get("services", []))]
+        if len(hosting) >= 2:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{agent!r} did not show up on two nodes")
 
 
 async def test_agents_and_subscriptions_come_back_after_the_node_restarts(
