@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 _encode = msgspec.msgpack.Encoder().encode
 CLIENT_TIMEOUT_S = 10.0
+DRAIN_S = 10.0  # how long a gracefully unregistered agent may still answer its calls in flight
 
 
 @dataclass
@@ -142,6 +143,10 @@ class ProxyService:
         if entry is not None:
             await entry[1](message.data)
 
+    @property
+    def in_flight(self) -> int:
+        return len(self._calls)
+
     def fail_all(self, reason: str) -> None:
         """The agent's process is gone: its calls in flight fail with :class:`AgentLost`."""
         for future, _ in self._calls.values():
@@ -157,6 +162,8 @@ class AttachedClients:
         self._node = node
         self._clients: dict[bytes, _Client] = {}
         self._proxies: dict[str, ProxyService] = {}
+        # Unregistered agents whose calls in flight may still be answered (a graceful stop).
+        self._draining: set[ProxyService] = set()
         self._seen_messages: OrderedDict[bytes, None] = OrderedDict()
         self._call_ids = itertools.count(1)
 
@@ -217,7 +224,7 @@ class AttachedClients:
                 client.agents.discard(message.name)
                 self.send(ident, CtlOk(id=message.id))
             elif isinstance(message, CtlAgentReply):
-                for proxy in self._proxies.values():
+                for proxy in self._answering():
                     if proxy.client == ident:
                         proxy.reply(message)
             elif isinstance(message, CtlAgentChunk):
@@ -229,8 +236,12 @@ class AttachedClients:
             self.send(ident, CtlError(id=request_id, code=error.code, message=str(error)))
         return None
 
+    def _answering(self) -> list[ProxyService]:
+        """Proxies whose agents may send replies: registered ones and draining ones."""
+        return [*self._proxies.values(), *self._draining]
+
     async def _chunk(self, ident: bytes, message: CtlAgentChunk) -> None:
-        for proxy in list(self._proxies.values()):
+        for proxy in self._answering():
             if proxy.client == ident:
                 try:
                     await proxy.chunk(message)
@@ -275,13 +286,26 @@ class AttachedClients:
         self._node.state_changed()
         log.info("agent_registered", agent=message.name, topics=message.topics)
 
-    def _unregister(self, name: str) -> None:
+    def _unregister(self, name: str, *, drain: bool = True) -> None:
+        """Withdraw an agent: no new calls reach it. With ``drain`` (its host stops gracefully
+        and is still connected) the calls it is serving may still be answered for
+        ``DRAIN_S``; otherwise, or after that, they fail with AgentLost."""
         proxy = self._proxies.pop(name, None)
-        if proxy is not None:
-            self._node.server.services.pop(name, None)
+        if proxy is None:
+            return
+        self._node.server.services.pop(name, None)
+        if drain and proxy.in_flight:
+            self._draining.add(proxy)
+            asyncio.get_running_loop().call_later(DRAIN_S, self._drained, proxy)
+        else:
             proxy.fail_all(f"agent {name!r} stopped")
-            self._node.state_changed()
-            log.info("agent_unregistered", agent=name)
+        self._node.state_changed()
+        log.info("agent_unregistered", agent=name, draining=proxy.in_flight if drain else 0)
+
+    def _drained(self, proxy: ProxyService) -> None:
+        if proxy in self._draining:
+            self._draining.discard(proxy)
+            proxy.fail_all(f"agent {proxy.register.name!r} stopped before answering")
 
     async def watchdog(self) -> None:
         """Drop the agents of clients that stopped sending heartbeats."""
@@ -290,8 +314,7 @@ class AttachedClients:
             cutoff = time.time() - CLIENT_TIMEOUT_S
             for ident, client in list(self._clients.items()):
                 if client.last_seen < cutoff and not client.requests:
-                    for name in list(client.agents):
-                        self._unregister(name)
+                    self._withdraw(ident, client)  # silent: presumed hung
                     if client.subscriptions:
                         self._node.state_changed()
                     del self._clients[ident]
@@ -397,12 +420,19 @@ class AttachedClients:
             return
         for task in list(client.requests.values()):
             task.cancel()
+        self._withdraw(ident, client)
+        if client.subscriptions:
+            self._node.state_changed()
+
+    def _withdraw(self, ident: bytes, client: _Client) -> None:
+        """The client is gone: its agents go now and their calls in flight fail (AgentLost)."""
         for name in list(client.agents):
             proxy = self._proxies.get(name)
             if proxy is not None and proxy.client == ident:
-                self._unregister(name)
-        if client.subscriptions:
-            self._node.state_changed()
+                self._unregister(name, drain=False)
+        for proxy in [p for p in self._draining if p.client == ident]:
+            self._draining.discard(proxy)
+            proxy.fail_all(f"agent {proxy.register.name!r} stopped")
 
     async def close(self) -> None:
         """The node is stopping: end every request its clients have in flight."""
@@ -410,8 +440,9 @@ class AttachedClients:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for proxy in list(self._proxies.values()):
+        for proxy in self._answering():
             proxy.fail_all("the node is stopping")
+        self._draining.clear()
 
     def on_peer_down(self, node: bytes) -> None:
         """Nothing to do today: requests to a dead node are retried by the router."""

@@ -47,6 +47,20 @@ class Slow(Agent):
         return {"host": os.environ.get("HOST_NAME", "")}
 
 
+class Draining(Agent):
+    """Takes a second; ``started`` is set when a call begins (in this process)."""
+
+    name = "draining"
+    started: asyncio.Event | None = None
+
+    @handler
+    async def work(self, message: dict[str, Any]) -> dict[str, Any]:
+        if Draining.started is not None:
+            Draining.started.set()
+        await asyncio.sleep(1.0)
+        return {"done": True}
+
+
 def _services(node: NodeProcess) -> set[str]:
     status = wait_for(node.status, timeout=10, what="status")
     return {str(service["name"]) for service in status["services"]}
@@ -158,6 +172,20 @@ async def test_a_request_whose_agent_process_dies_goes_on_to_another_replica(
                 assert await asyncio.wait_for(request, 20) == {"host": "second"}
     status = wait_for(node.status, timeout=10, what="status")
     assert status["counters"]["requests"]["retried"] >= 1
+
+
+async def test_a_graceful_stop_lets_the_calls_in_flight_answer(node: NodeProcess) -> None:
+    Draining.started = asyncio.Event()
+    async with connect(node.data_dir, name="caller") as caller, connect(node.data_dir) as host:
+        async with host.serving(Draining()):
+            request = asyncio.ensure_future(
+                caller.request("draining", {"type": "work"}, timeout=20, idempotent=False)
+            )
+            await asyncio.wait_for(Draining.started.wait(), 10)
+        # The agent is withdrawn (no new calls reach it), but the call it was serving is
+        # answered: the host waits for its handlers and the node still routes their replies.
+        assert "draining" not in _services(node)
+        assert await asyncio.wait_for(request, 10) == {"done": True}
 
 
 async def _until_hosted_twice(mesh: Mesh, agent: str) -> None:
