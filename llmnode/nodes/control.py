@@ -19,7 +19,7 @@ import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from llmnode.bus.identity import write_secret_file
 from llmnode.errors import ConfigError, Rejected
@@ -55,8 +55,8 @@ class _Connection(asyncio.Protocol):
         self._auth_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's are not asyncio.Transport subclasses, so no isinstance).
+        self.transport = cast(asyncio.Transport, transport)
         self._auth_timer = asyncio.get_running_loop().call_later(AUTH_TIMEOUT_S, self._auth_late)
 
     def _auth_late(self) -> None:

@@ -188,6 +188,30 @@ async def test_a_graceful_stop_lets_the_calls_in_flight_answer(node: NodeProcess
         assert await asyncio.wait_for(request, 10) == {"done": True}
 
 
+def test_the_sdk_works_on_uvloop(node: NodeProcess) -> None:
+    """Applications often run uvloop; its transports are not asyncio.Transport subclasses."""
+    script = textwrap.dedent(
+        f"""
+        import sys, uvloop
+        sys.path.insert(0, {str(ROOT)!r})
+        from llmnode.agents.sdk import connect
+        from tests.integration.nodes.test_control_connection import Echo
+
+        async def main():
+            async with connect({str(node.data_dir)!r}) as mesh, mesh.serving(Echo()):
+                reply = await mesh.request("echo", {{"type": "echo", "n": 7}}, timeout=10)
+                print("reply", reply["n"], flush=True)
+
+        uvloop.run(main())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert b"reply 7" in result.stdout
+
+
 async def _until_hosted_twice(mesh: Mesh, agent: str) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
