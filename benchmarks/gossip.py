@@ -27,6 +27,7 @@ from llmnode.nodes.membership import MembershipConfig
 from llmnode.nodes.simulation import (
     Simulation,
     detection_bound,
+    dissemination_rounds,
     epidemic_rounds,
     node_address,
     node_id,
@@ -38,22 +39,11 @@ FRAME_OVERHEAD = 200
 
 
 def dissemination(members: int, seed: int) -> tuple[float, float]:
-    simulation = Simulation.create(CONFIG, seed=seed)
-    simulation.bootstrap(members)
-    simulation.run_for(3.0)
-    needed = math.ceil(0.999 * members)
-    start = simulation.now
-    simulation.join(members, seeds=[0])
-    simulation.run_for(40 * CONFIG.gossip_interval)
-    joined = simulation.time_to_reach("joined", node_id(members), needed)
-    start_record = simulation.now
-    simulation.set_record(1, SignedRecord(node_id(1), 1, b"x" * 512, b"s" * 64))
-    simulation.run_for(40 * CONFIG.gossip_interval)
-    updated = simulation.time_to_reach("record_updated", node_id(1), needed - 1)
+    record = SignedRecord(node_id(1), 1, b"x" * 512, b"s" * 64)
+    joined, updated = dissemination_rounds(CONFIG, members, seed, record=record)
     if joined is None or updated is None:
         raise SystemExit(f"dissemination did not reach 99.9% at N={members}")
-    interval = CONFIG.gossip_interval
-    return (joined - start) / interval, (updated - start_record) / interval
+    return joined, updated
 
 
 def detection(members: int, seed: int) -> float:

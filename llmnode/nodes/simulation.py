@@ -57,6 +57,36 @@ def detection_bound(config: MembershipConfig, members: int) -> float:
     return first_probe + maximum + spread
 
 
+def dissemination_rounds(
+    config: MembershipConfig,
+    members: int,
+    seed: int,
+    *,
+    record: SignedRecord,
+    window_rounds: int = 40,
+    fraction: float = 0.999,
+) -> tuple[float | None, float | None]:
+    """Gossip rounds for a join, then for ``record`` (node 1's new state), to reach ``fraction``
+    of ``members`` simulated nodes; None where it did not within ``window_rounds``."""
+    simulation = Simulation.create(config, seed=seed)
+    simulation.bootstrap(members)
+    simulation.run_for(3.0)
+    needed = math.ceil(fraction * members)
+    interval = config.gossip_interval
+    start = simulation.now
+    simulation.join(members, seeds=[0])
+    simulation.run_for(window_rounds * interval)
+    joined = simulation.time_to_reach("joined", node_id(members), needed)
+    start_record = simulation.now
+    simulation.set_record(1, record)
+    simulation.run_for(window_rounds * interval)
+    updated = simulation.time_to_reach("record_updated", node_id(1), needed - 1)
+    return (
+        None if joined is None else (joined - start) / interval,
+        None if updated is None else (updated - start_record) / interval,
+    )
+
+
 @dataclass
 class ObservedEvent:
     at: float

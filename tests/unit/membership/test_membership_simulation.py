@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from llmnode.nodes.membership import MembershipConfig
 from llmnode.nodes.simulation import (
     Simulation,
     detection_bound,
+    dissemination_rounds,
     epidemic_rounds,
     node_address,
     node_id,
@@ -19,30 +18,17 @@ from llmnode.schemas.membership import SignedRecord
 CONFIG = MembershipConfig()
 
 
-def dissemination_rounds(members: int, seed: int) -> tuple[float, float]:
+def rounds_to_spread(members: int, seed: int) -> tuple[float, float]:
     """Rounds (gossip intervals) for a join and for a new record to reach 99.9% of members."""
-    simulation = Simulation.create(CONFIG, seed=seed)
-    simulation.bootstrap(members)
-    simulation.run_for(3.0)
-    needed = math.ceil(0.999 * members)
-    start = simulation.now
-    simulation.join(members, seeds=[0])
-    simulation.run_for(30 * CONFIG.gossip_interval)
-    joined = simulation.time_to_reach("joined", node_id(members), needed)
-    start_record = simulation.now
-    simulation.set_record(1, SignedRecord(node_id(1), 1, b"state", b""))
-    simulation.run_for(30 * CONFIG.gossip_interval)
-    updated = simulation.time_to_reach("record_updated", node_id(1), needed - 1)
+    record = SignedRecord(node_id(1), 1, b"state", b"")
+    joined, updated = dissemination_rounds(CONFIG, members, seed, record=record, window_rounds=30)
     assert joined is not None and updated is not None
-    return (
-        (joined - start) / CONFIG.gossip_interval,
-        (updated - start_record) / CONFIG.gossip_interval,
-    )
+    return joined, updated
 
 
 @pytest.mark.parametrize("members", [10, 100])
 def test_join_and_new_record_reach_999_permille_within_the_epidemic_bound(members: int) -> None:
-    join_rounds, record_rounds = dissemination_rounds(members, seed=members)
+    join_rounds, record_rounds = rounds_to_spread(members, seed=members)
     limit = 1.5 * epidemic_rounds(members, CONFIG.gossip_nodes)
     assert join_rounds <= limit
     assert record_rounds <= limit
@@ -50,7 +36,7 @@ def test_join_and_new_record_reach_999_permille_within_the_epidemic_bound(member
 
 @pytest.mark.slow
 def test_join_and_new_record_reach_999_permille_of_1000_within_the_epidemic_bound() -> None:
-    join_rounds, record_rounds = dissemination_rounds(1000, seed=1000)
+    join_rounds, record_rounds = rounds_to_spread(1000, seed=1000)
     limit = 1.5 * epidemic_rounds(1000, CONFIG.gossip_nodes)
     assert join_rounds <= limit
     assert record_rounds <= limit
