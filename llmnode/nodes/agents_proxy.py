@@ -14,7 +14,7 @@ import itertools
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -236,12 +236,12 @@ class AttachedClients:
             self.send(ident, CtlError(id=request_id, code=error.code, message=str(error)))
         return None
 
-    def _answering(self) -> list[ProxyService]:
+    def _answering(self) -> Iterator[ProxyService]:
         """Proxies whose agents may send replies: registered ones and draining ones."""
-        return [*self._proxies.values(), *self._draining]
+        return itertools.chain(self._proxies.values(), self._draining)
 
     async def _chunk(self, ident: bytes, message: CtlAgentChunk) -> None:
-        for proxy in self._answering():
+        for proxy in list(self._answering()):  # a copy: the awaits below may change them
             if proxy.client == ident:
                 try:
                     await proxy.chunk(message)
@@ -315,8 +315,6 @@ class AttachedClients:
             for ident, client in list(self._clients.items()):
                 if client.last_seen < cutoff and not client.requests:
                     self._withdraw(ident, client)  # silent: presumed hung
-                    if client.subscriptions:
-                        self._node.state_changed()
                     del self._clients[ident]
 
     # -- one-way messages and topics ---------------------------------------------------------
@@ -421,11 +419,10 @@ class AttachedClients:
         for task in list(client.requests.values()):
             task.cancel()
         self._withdraw(ident, client)
-        if client.subscriptions:
-            self._node.state_changed()
 
     def _withdraw(self, ident: bytes, client: _Client) -> None:
-        """The client is gone: its agents go now and their calls in flight fail (AgentLost)."""
+        """The client is gone: its agents and subscriptions go now, and its agents' calls in
+        flight fail (AgentLost)."""
         for name in list(client.agents):
             proxy = self._proxies.get(name)
             if proxy is not None and proxy.client == ident:
@@ -433,6 +430,8 @@ class AttachedClients:
         for proxy in [p for p in self._draining if p.client == ident]:
             self._draining.discard(proxy)
             proxy.fail_all(f"agent {proxy.register.name!r} stopped")
+        if client.subscriptions:
+            self._node.state_changed()
 
     async def close(self) -> None:
         """The node is stopping: end every request its clients have in flight."""
@@ -440,7 +439,7 @@ class AttachedClients:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for proxy in self._answering():
+        for proxy in list(self._answering()):
             proxy.fail_all("the node is stopping")
         self._draining.clear()
 

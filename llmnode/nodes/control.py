@@ -231,8 +231,7 @@ class ControlServer:
         for connection in list(self.connections.values()):
             connection.close()
         for name in ("control.address", "control.token"):
-            with contextlib.suppress(FileNotFoundError):
-                (self._data_dir / name).unlink()
+            _remove(str(self._data_dir / name))
         if self.address.startswith("ipc://"):
             _remove(self.address.removeprefix("ipc://"))
 

@@ -265,8 +265,8 @@ class ControlClient:
         self._reconnect_lock = asyncio.Lock()
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[WireMessage] | asyncio.Queue[WireMessage]] = {}
-        self._subscriptions: dict[int, asyncio.Queue[CtlDelivery]] = {}
-        self._topics: dict[int, str] = {}  # subscription id -> topic, renewed on reconnection
+        # subscription id -> (topic, deliveries); renewed on a new connection
+        self._subscriptions: dict[int, tuple[str, asyncio.Queue[CtlDelivery]]] = {}
         self.generation = 0  # connections opened so far: a change means a new node process
         self._listeners: list[Listener] = []
         self.closed = False
@@ -279,12 +279,8 @@ class ControlClient:
         address: str | None = None,
         token: str | bytes | None = None,
     ) -> ControlClient:
-        found_address, found_token = find_control(data_dir, address=address, token=token)
-        return cls(
-            found_address,
-            found_token,
-            resolve=functools.partial(find_control, data_dir, address=address, token=token),
-        )
+        resolve = functools.partial(find_control, data_dir, address=address, token=token)
+        return cls(*resolve(), resolve=resolve)
 
     async def __aenter__(self) -> ControlClient:
         await self.connect()
@@ -352,7 +348,7 @@ class ControlClient:
                 self.address, self._token = self._resolve()
             await self._open()
             log.info("control_reconnected", address=self.address)
-            for subscription_id, topic in list(self._topics.items()):
+            for subscription_id, (topic, _) in list(self._subscriptions.items()):
                 await self.call(CtlSubscribe(id=subscription_id, topic=topic))
 
     def _lost(self, protocol: _ClientProtocol) -> None:
@@ -454,21 +450,18 @@ class ControlClient:
     async def open_subscription(self, topic: str) -> tuple[int, asyncio.Queue[CtlDelivery]]:
         subscription_id = self.next_id()
         queue: asyncio.Queue[CtlDelivery] = asyncio.Queue()
-        self._subscriptions[subscription_id] = queue
-        self._topics[subscription_id] = topic
+        self._subscriptions[subscription_id] = (topic, queue)
         if self._keepalive is None:
             self._keepalive = asyncio.create_task(self._keepalive_loop(), name="control_keepalive")
         try:
             await self.call(CtlSubscribe(id=subscription_id, topic=topic))
         except BaseException:
             self._subscriptions.pop(subscription_id, None)
-            self._topics.pop(subscription_id, None)
             raise
         return subscription_id, queue
 
     async def close_subscription(self, subscription_id: int, topic: str) -> None:
         self._subscriptions.pop(subscription_id, None)
-        self._topics.pop(subscription_id, None)
         if not self.closed:
             with contextlib.suppress(MeshError):
                 await self.call(CtlUnsubscribe(id=self.next_id(), topic=topic))
@@ -503,9 +496,9 @@ class ControlClient:
                 waiter.set_result(message)
             return
         if isinstance(message, CtlDelivery) and message.subscription:
-            queue = self._subscriptions.get(message.subscription)
-            if queue is not None:
-                queue.put_nowait(message)
+            subscription = self._subscriptions.get(message.subscription)
+            if subscription is not None:
+                subscription[1].put_nowait(message)
             return
         for listener in list(self._listeners):
             try:
