@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from llmnode.nodes.control_wire import frame
 from tests.support.mesh import NodeProcess, wait_for
 
 
@@ -73,18 +74,14 @@ def _exchange(path: Path, data: bytes) -> bytes:
         return received
 
 
-def _frame(body: bytes) -> bytes:
-    return struct.pack("!I", len(body)) + body
-
-
 def test_control_socket_is_0600_and_refuses_a_wrong_token(node: NodeProcess) -> None:
     socket_path = node.data_dir / "control.sock"
     assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600
     assert stat.S_IMODE((node.data_dir / "control.token").stat().st_mode) == 0o600
-    status_request = _frame(b"\x82\xa4type\xa9CtlStatus\xa2id\x01")
+    status_request = frame(b"\x82\xa4type\xa9CtlStatus\xa2id\x01")
 
     # A wrong token: the connection is closed unanswered, even with a valid request after it.
-    assert _exchange(socket_path, _frame(b"wrong-token") + status_request) == b""
+    assert _exchange(socket_path, frame(b"wrong-token") + status_request) == b""
     # Garbage framing (an empty frame, then an oversized one): closed unanswered.
     assert _exchange(socket_path, struct.pack("!I", 0)) == b""
     assert _exchange(socket_path, struct.pack("!I", 1 << 30) + b"x") == b""
@@ -93,7 +90,7 @@ def test_control_socket_is_0600_and_refuses_a_wrong_token(node: NodeProcess) -> 
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.settimeout(10)
         client.connect(str(socket_path))
-        client.sendall(_frame(token) + _frame(b"\xc1 not msgpack") + status_request)
+        client.sendall(frame(token) + frame(b"\xc1 not msgpack") + status_request)
         header = client.recv(4, socket.MSG_WAITALL)
         (length,) = struct.unpack("!I", header)
         answer = client.recv(length, socket.MSG_WAITALL)
