@@ -46,6 +46,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from llmnode.agents.models.store import process_alive
+
 SUBNET = "10.77.0"
 FIRST_HOST = 2  # 10.77.0.1 is left unused: no gateway, nothing routes out
 NAMESPACE_PREFIX = "lmc"
@@ -86,16 +88,6 @@ def _run(argv: Sequence[str], *, input_text: str | None = None, check: bool = Tr
     return completed.stdout
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def namespace_names() -> list[str]:
     return [line.split()[0] for line in _run(["ip", "netns", "list"]).splitlines() if line.strip()]
 
@@ -118,7 +110,7 @@ def remove_stale_namespaces() -> list[str]:
     removed = []
     for name in namespace_names():
         match = _STALE_NAME.match(name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and not process_alive(int(match.group(1))):
             _delete_namespace(name)
             removed.append(name)
     return removed

@@ -83,7 +83,8 @@ def sha256_file(path: Path, chunk_bytes: int = 4 * 1024 * 1024) -> str:
     return digest.hexdigest()
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -188,7 +189,7 @@ class ModelStore:
             if not entry.name.startswith((TEMP_PREFIX, TRASH_PREFIX)):
                 continue
             match = re.search(r"-(\d+)-[0-9a-f]{8}$", entry.name)
-            if match and _process_alive(int(match.group(1))) and entry.name.startswith(TEMP_PREFIX):
+            if match and process_alive(int(match.group(1))) and entry.name.startswith(TEMP_PREFIX):
                 continue
             shutil.rmtree(entry, ignore_errors=True)
             log.info("model_store_stale_removed", folder=entry.name)
