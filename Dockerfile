@@ -56,7 +56,7 @@ RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))
     && pip install -r /tmp/requirements.txt "${ORT_PACKAGE}" \
     && pip install --no-deps . \
     && test "$(pip list --format=freeze | grep -ci '^onnxruntime')" = 1 \
-    && python -c "import onnxruntime, llmnode.cli; print('onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())"
+    && python -c "import onnxruntime, llmnode.cli.main; print('onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())"
 
 # The default models, exported to ONNX at build time so a container starts serving at once.
 RUN mkdir -p "${LLMNODE_MODEL_STORE}" \

@@ -38,11 +38,11 @@ import zmq
 import zmq.asyncio
 
 from llmnode.agents.agent import Agent, Context, handler
-from llmnode.agents.sdk import connect
+from llmnode.client.mesh import connect
 from llmnode.errors import MeshError
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-c", "from llmnode.cli import main; main()"]
+CLI = [sys.executable, "-c", "from llmnode.cli.main import main; main()"]
 EMBED_MODEL = "all-minilm-l6-v2"
 SENTENCE = "The Danube flows through Vienna, the capital of Austria."
 

@@ -1,7 +1,7 @@
 """Gossip benchmark: SWIM membership on the simulated network against its models.
 
-Measures, on the virtual clock of llmnode.nodes.simulation (so the numbers do not depend on
-the machine's speed; only the wall time does):
+Measures, on the virtual clock of llmnode.nodes.membership.simulation (so the numbers do not
+depend on the machine's speed; only the wall time does):
 - rounds (gossip intervals) for a join and for a new state record to reach 99.9% of members at
   N = 10, 100, 1000, against the push epidemic model r = 2/fanout · ln((N+1)/(1/0.999 − 1));
 - time for every live member to declare a crashed node dead (N = 100), against the bound
@@ -24,7 +24,7 @@ import statistics
 import time
 
 from llmnode.nodes.membership import MembershipConfig
-from llmnode.nodes.simulation import (
+from llmnode.nodes.membership.simulation import (
     Simulation,
     detection_bound,
     dissemination_rounds,

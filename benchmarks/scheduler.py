@@ -10,9 +10,10 @@ SIMULATION. Sixteen nodes whose throughputs span 8× serve Poisson arrivals at 5
 
 Each request enters at a random node, which routes it:
 
-- ``llmnode``: :func:`llmnode.nodes.scheduler.choose` with that entry node's own
-  :class:`~llmnode.nodes.scheduler.InFlightLedger` and its own view of each peer, kept the way
-  :class:`llmnode.nodes.view.MeshView` keeps it: the newest received of (a) the peer's gossiped
+- ``llmnode``: :func:`llmnode.nodes.requests.scheduler.choose` with that entry node's own
+  :class:`~llmnode.nodes.requests.scheduler.InFlightLedger` and its own
+  view of each peer, kept the way
+  :class:`llmnode.nodes.mesh.view.MeshView` keeps it: the newest received of (a) the peer's gossiped
   record (published every 200 ms; it reaches each observer after a uniform 0..interval relay
   wait plus the one-way latency, older versions dropped; timed by its arrival) and (b) the load
   piggybacked on the peer's replies to this entry node: on the ``Accept`` (the load at admission,
@@ -60,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from llmnode.errors import NoCapacity
-from llmnode.nodes.scheduler import (
+from llmnode.nodes.requests.scheduler import (
     Candidate,
     InFlightLedger,
     choose,
@@ -642,8 +643,8 @@ async def _saturate(entry: Path, service: str, seconds: float) -> tuple[int, int
     """Keep ``3 × total slots`` streams in flight at ``entry`` for ``seconds``."""
     import msgspec
 
+    from llmnode.client.connection import ControlClient
     from llmnode.errors import MeshError
-    from llmnode.nodes.control_client import ControlClient
     from llmnode.schemas.control import CtlRequest
     from llmnode.schemas.inference import GenerateRequest
 

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from llmnode.agents.agent import Agent, Context, handler
-from llmnode.agents.sdk import Mesh, connect
+from llmnode.client.mesh import Mesh, connect
 from llmnode.errors import MeshError, NoCapacity, UnknownAgent
 
 EMBED_MODEL = "all-minilm-l6-v2"

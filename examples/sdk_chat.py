@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import math
 
-from llmnode.agents.sdk import connect
+from llmnode.client.mesh import connect
 from llmnode.errors import MeshError
 
 CHAT_MODEL = "smollm2-135m-instruct"

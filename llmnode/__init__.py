@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from llmnode._version import __version__
 
 __all__ = [
     "AccessDenied",
@@ -48,10 +48,10 @@ _LAZY = {
     "Context": "llmnode.agents.agent",
     "handler": "llmnode.agents.agent",
     "subscribe": "llmnode.agents.agent",
-    "Mesh": "llmnode.agents.sdk",
-    "SyncMesh": "llmnode.agents.sdk",
-    "connect": "llmnode.agents.sdk",
-    "connect_sync": "llmnode.agents.sdk",
+    "Mesh": "llmnode.client.mesh",
+    "SyncMesh": "llmnode.client.mesh",
+    "connect": "llmnode.client.mesh",
+    "connect_sync": "llmnode.client.mesh",
     "ChatMessage": "llmnode.schemas.inference",
     "EmbedRequest": "llmnode.schemas.inference",
     "EmbedResult": "llmnode.schemas.inference",
@@ -70,7 +70,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from llmnode.agents.agent import Agent, Context, handler, subscribe
-    from llmnode.agents.sdk import Mesh, SyncMesh, connect, connect_sync
+    from llmnode.client.mesh import Mesh, SyncMesh, connect, connect_sync
     from llmnode.errors import (
         AccessDenied,
         AgentLost,

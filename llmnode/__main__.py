@@ -1,5 +1,5 @@
 """``python -m llmnode``: the same as the ``llmnode`` command."""
 
-from llmnode.cli import main
+from llmnode.cli.main import main
 
 main()

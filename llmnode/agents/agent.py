@@ -54,7 +54,7 @@ from llmnode.errors import AgentError, ConfigError, ProtocolError
 from llmnode.schemas.inference import ChatMessage
 
 if TYPE_CHECKING:
-    from llmnode.agents.sdk import Mesh
+    from llmnode.client.mesh import Mesh
 
 T = TypeVar("T")
 HandlerFunction = Callable[..., Any]

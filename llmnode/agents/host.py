@@ -30,7 +30,8 @@ from types import TracebackType
 from typing import Any
 
 from llmnode.agents.agent import Agent, Context, convert_body, decode_envelope, encode_envelope
-from llmnode.agents.sdk import Mesh
+from llmnode.client.connection import ControlClient
+from llmnode.client.mesh import Mesh
 from llmnode.errors import (
     ConfigError,
     DeadlineExceeded,
@@ -38,7 +39,6 @@ from llmnode.errors import (
     MeshError,
 )
 from llmnode.log import get_logger
-from llmnode.nodes.control_client import ControlClient
 from llmnode.schemas.base import WireMessage
 from llmnode.schemas.control import (
     CtlAgentChunk,

@@ -1,7 +1,7 @@
 """ModelService: a model from the store served as a node service (I/O through its ONNX runtime).
 
 This is what ``llmnode start --model NAME`` hosts. It implements
-:class:`llmnode.nodes.service.Service` for ``model:NAME``:
+:class:`llmnode.nodes.requests.service.Service` for ``model:NAME``:
 
 - ``generate`` / ``chat``: payload msgpack :class:`GenerateRequest`; for streamed calls each chunk
   is msgpack :class:`TokenChunk`; the final result is msgpack :class:`GenerateResult`;
@@ -25,7 +25,7 @@ import numpy as np
 from llmnode.agents.models.results import collect_result
 from llmnode.agents.models.store import ModelStore
 from llmnode.errors import DeadlineExceeded, ModelError, ProtocolError
-from llmnode.nodes.service import Emit, ServiceCall
+from llmnode.nodes.requests.service import Emit, ServiceCall
 from llmnode.schemas.inference import (
     EmbedRequest,
     EmbedResult,

@@ -20,23 +20,23 @@ from pathlib import Path
 
 import msgspec
 
-from llmnode import __version__
+from llmnode._version import __version__
 from llmnode.bus.bus import Bus
 from llmnode.bus.identity import Identity, node_id_to_text
 from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.transport import Transport
 from llmnode.errors import MeshError, Rejected, TransportError
 from llmnode.log import RateLimitedLogger, bind_node, get_logger
-from llmnode.nodes import reports, resources
-from llmnode.nodes.agents_proxy import AttachedClients
-from llmnode.nodes.beacon import Beacon
-from llmnode.nodes.control import KEYRING_FILE, ControlServer, control_address
+from llmnode.nodes.control.dispatch import AttachedClients
+from llmnode.nodes.control.server import KEYRING_FILE, ControlServer, control_address
+from llmnode.nodes.discovery.beacon import Beacon
 from llmnode.nodes.membership import Membership, MembershipConfig, Outbound
-from llmnode.nodes.records import decode_state, sign_record, verify_record
-from llmnode.nodes.router import Router
-from llmnode.nodes.server import RequestServer
-from llmnode.nodes.service import Service
-from llmnode.nodes.view import MeshView
+from llmnode.nodes.mesh import reports, resources
+from llmnode.nodes.mesh.records import decode_state, sign_record, verify_record
+from llmnode.nodes.mesh.view import MeshView
+from llmnode.nodes.requests.router import Router
+from llmnode.nodes.requests.server import RequestServer
+from llmnode.nodes.requests.service import Service
 from llmnode.schemas import membership as membership_messages
 from llmnode.schemas.base import WireMessage
 from llmnode.schemas.config import DEFAULT_PORT, NodeConfig

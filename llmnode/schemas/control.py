@@ -1,7 +1,7 @@
 """Messages on the local control socket between a node and its clients (SDK, CLI, agents). No I/O.
 
 The control socket is a Unix socket, ``ipc://<data dir>/control.sock`` (mode 0600), or loopback
-TCP, carrying length-prefixed frames (:mod:`llmnode.nodes.control_wire`). A client's first frame
+TCP, carrying length-prefixed frames (:mod:`llmnode.nodes.control.wire`). A client's first frame
 is the token read from the node's data directory (``control.token``, mode 0600), so only the
 node's owner can use it; every later frame is one msgpack message. A client sends ``Ctl*``
 requests and gets ``CtlOk``/``CtlError``/``CtlChunk`` answers with the same ``id``; a client

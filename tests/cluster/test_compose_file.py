@@ -32,7 +32,7 @@ CLIENT_SCRIPT_ENVIRONMENT = {"LLMNODE_WAIT_PEERS", "LLMNODE_WAIT_SECONDS"}
 def llmnode_command() -> Any:
     import typer.main
 
-    from llmnode.cli import app
+    from llmnode.cli.main import app
 
     return typer.main.get_command(app)
 

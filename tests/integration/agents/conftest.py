@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 
 from llmnode.agents.models.store import default_root
-from llmnode.agents.sdk import SyncMesh, connect_sync
+from llmnode.client.mesh import SyncMesh, connect_sync
 from llmnode.errors import MeshError
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
-CLI = [sys.executable, "-c", "from llmnode.cli import main; main()"]
+CLI = [sys.executable, "-c", "from llmnode.cli.main import main; main()"]
 START_TIMEOUT = 60.0
 
 

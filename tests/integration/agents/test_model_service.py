@@ -13,7 +13,7 @@ import pytest
 from llmnode.agents.model_service import ModelService
 from llmnode.agents.models import ModelStore, export_tiny
 from llmnode.errors import DeadlineExceeded, ModelError
-from llmnode.nodes.service import ServiceCall
+from llmnode.nodes.requests.service import ServiceCall
 from llmnode.schemas.inference import GenerateRequest, GenerateResult, TokenChunk
 
 pytestmark = pytest.mark.slow

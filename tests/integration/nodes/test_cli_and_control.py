@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llmnode.nodes.control_wire import frame
+from llmnode.nodes.control.wire import frame
 from tests.support.mesh import NodeProcess, wait_for
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from llmnode.agents.agent import Agent, handler
-from llmnode.agents.sdk import Mesh, connect
+from llmnode.client.mesh import Mesh, connect
 from llmnode.errors import AgentLost, MeshError, UnknownAgent
 from tests.support.mesh import LocalMesh, NodeProcess, wait_for
 
@@ -95,7 +95,7 @@ def _hosting(node: NodeProcess, agent: str, **env: str) -> Iterator[subprocess.P
         f"""
         import asyncio, sys
         sys.path.insert(0, {str(ROOT)!r})
-        from llmnode.agents.sdk import connect
+        from llmnode.client.mesh import connect
         from tests.integration.nodes.test_control_connection import {agent}
 
         async def main():
@@ -194,7 +194,7 @@ def test_the_sdk_works_on_uvloop(node: NodeProcess) -> None:
         f"""
         import sys, uvloop
         sys.path.insert(0, {str(ROOT)!r})
-        from llmnode.agents.sdk import connect
+        from llmnode.client.mesh import connect
         from tests.integration.nodes.test_control_connection import Echo
 
         async def main():

@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from llmnode.nodes.control_client import ControlClient
+from llmnode.client.connection import ControlClient
 from llmnode.schemas.control import CtlRequest
 from llmnode.schemas.inference import GenerateRequest, GenerateResult
 from tests.support.mesh import LocalMesh, wait_for

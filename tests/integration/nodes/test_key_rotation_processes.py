@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from llmnode.bus.keyring import MeshKeyRing
-from llmnode.nodes.control_client import ControlClient
+from llmnode.client.connection import ControlClient
 from llmnode.schemas.control import CtlRequest
 from llmnode.schemas.inference import GenerateRequest
 from tests.support.mesh import LocalMesh, NodeProcess, wait_for

@@ -10,8 +10,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from llmnode.client.connection import ControlClient
 from llmnode.errors import MeshError, NoCapacity
-from llmnode.nodes.control_client import ControlClient
 from llmnode.schemas.control import CtlCancel, CtlChunk, CtlError, CtlOk, CtlRequest, CtlStatus
 from llmnode.schemas.inference import GenerateRequest, GenerateResult, TokenChunk
 from tests.support.mesh import LocalMesh, NodeProcess, wait_for

@@ -20,8 +20,8 @@ from llmnode.agents.agent import (
     subscribe,
 )
 from llmnode.agents.host import load_agent_class
+from llmnode.client.connection import error_from_code, find_control
 from llmnode.errors import AgentError, ConfigError, HandlerError, NotRunning, ProtocolError
-from llmnode.nodes.control_client import error_from_code, find_control
 
 
 class Question(msgspec.Struct):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmnode.nodes.membership import MembershipConfig
-from llmnode.nodes.simulation import (
+from llmnode.nodes.membership.simulation import (
     Simulation,
     detection_bound,
     dissemination_rounds,

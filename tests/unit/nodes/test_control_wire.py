@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmnode.errors import ConfigError, Rejected
-from llmnode.nodes.control_wire import FrameReader, frame, parse_address
+from llmnode.nodes.control.wire import FrameReader, frame, parse_address
 
 
 def test_frames_split_anywhere_and_joined_come_out_whole_and_in_order() -> None:

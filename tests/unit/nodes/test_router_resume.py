@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from llmnode.nodes.router import _merge_result, _resume_payload, _Stream
+from llmnode.nodes.requests.router import _merge_result, _resume_payload, _Stream
 from llmnode.schemas.inference import GenerateRequest, GenerateResult
 
 

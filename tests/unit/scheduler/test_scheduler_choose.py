@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llmnode.errors import NoCapacity
-from llmnode.nodes.scheduler import Candidate, InFlightLedger, choose
+from llmnode.nodes.requests.scheduler import Candidate, InFlightLedger, choose
 
 SERVICE = "model:tiny"
 

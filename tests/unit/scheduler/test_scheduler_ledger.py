@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmnode.nodes.scheduler import InFlightLedger
+from llmnode.nodes.requests.scheduler import InFlightLedger
 
 NODE = b"\x01" * 32
 OTHER = b"\x02" * 32

@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from llmnode import __version__
+from llmnode._version import __version__
 
 if TYPE_CHECKING:
     from llmnode.nodes.node import Node

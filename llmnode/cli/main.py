@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 import typer
 
-from llmnode import __version__
+from llmnode._version import __version__
 from llmnode.errors import MeshError
 
 app = typer.Typer(
@@ -89,9 +89,9 @@ def init(
 ) -> None:
     """Create this node's identity and mesh key ring (a new mesh, or --mesh-key to join one)."""
     from llmnode.bus.keyring import MeshKeyRing  # noqa: PLC0415
+    from llmnode.cli.runner import load_or_create_identity  # noqa: PLC0415
     from llmnode.config import resolve_data_dir  # noqa: PLC0415
-    from llmnode.nodes.control import KEYRING_FILE  # noqa: PLC0415
-    from llmnode.runner import load_or_create_identity  # noqa: PLC0415
+    from llmnode.nodes.control.server import KEYRING_FILE  # noqa: PLC0415
 
     try:
         if print_mesh_key:
@@ -143,7 +143,7 @@ app.add_typer(keys_app, name="keys")
 def _edit_ring(data_dir: Path | None, edit: Callable[[Any], None]) -> None:
     from llmnode.bus.keyring import MeshKeyRing  # noqa: PLC0415
     from llmnode.config import resolve_data_dir  # noqa: PLC0415
-    from llmnode.nodes.control import KEYRING_FILE  # noqa: PLC0415
+    from llmnode.nodes.control.server import KEYRING_FILE  # noqa: PLC0415
 
     path = resolve_data_dir(data_dir) / KEYRING_FILE
     try:
@@ -161,7 +161,7 @@ def _edit_ring(data_dir: Path | None, edit: Callable[[Any], None]) -> None:
 
 
 async def _reload_keys(data_dir: Path | None) -> None:
-    from llmnode.nodes.control_client import ControlClient  # noqa: PLC0415
+    from llmnode.client.connection import ControlClient  # noqa: PLC0415
     from llmnode.schemas.control import CtlReloadKeys  # noqa: PLC0415
 
     async with ControlClient.from_data_dir(data_dir) as client:
@@ -178,7 +178,7 @@ def keys_list(data_dir: DataDir = None) -> None:
     """List the keys of the ring (primary first), by key id."""
     from llmnode.bus.keyring import MeshKeyRing, key_id  # noqa: PLC0415
     from llmnode.config import resolve_data_dir  # noqa: PLC0415
-    from llmnode.nodes.control import KEYRING_FILE  # noqa: PLC0415
+    from llmnode.nodes.control.server import KEYRING_FILE  # noqa: PLC0415
 
     try:
         ring = MeshKeyRing.load(resolve_data_dir(data_dir) / KEYRING_FILE)
@@ -298,8 +298,8 @@ def start(
 ) -> None:
     """Run a node until SIGINT/SIGTERM, then leave the mesh gracefully."""
     from llmnode import log  # noqa: PLC0415
+    from llmnode.cli.runner import load_keyring, run_node  # noqa: PLC0415
     from llmnode.config import load_config, resolve_data_dir  # noqa: PLC0415
-    from llmnode.runner import load_keyring, run_node  # noqa: PLC0415
 
     overrides: dict[str, Any] = {
         "data_dir": str(data_dir) if data_dir else None,
@@ -336,7 +336,7 @@ def start(
 
 
 async def _control_call(data_dir: Path | None, kind: str) -> Any:
-    from llmnode.nodes.control_client import ControlClient  # noqa: PLC0415
+    from llmnode.client.connection import ControlClient  # noqa: PLC0415
     from llmnode.schemas.control import CtlPeers, CtlStatus  # noqa: PLC0415
 
     async with ControlClient.from_data_dir(data_dir) as client:
@@ -458,11 +458,11 @@ def _mount() -> None:
     from llmnode.agents.models.cli import app as models_app  # noqa: PLC0415
 
     app.add_typer(models_app, name="models", help="Pull, export, list and remove models.")
-    from llmnode.agents import commands  # noqa: PLC0415
+    from llmnode.cli import agents as commands  # noqa: PLC0415
 
     commands.register(app)
     try:
-        from llmnode import demo  # noqa: PLC0415
+        from llmnode.cli import demo  # noqa: PLC0415
     except ImportError:  # pragma: no cover - during development only
         return
     demo.register(app)

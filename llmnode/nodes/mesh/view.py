@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from llmnode.nodes.scheduler import Candidate
+from llmnode.nodes.requests.scheduler import Candidate
 from llmnode.schemas.state import NodeState, ServiceInfo, ServiceLoad
 
 

@@ -21,9 +21,9 @@ from llmnode.bus.transport import Transport
 from llmnode.bus.zmq_transport import ZmqTransport
 from llmnode.errors import ConfigError, MeshError
 from llmnode.log import get_logger
-from llmnode.nodes.control import KEYRING_FILE
+from llmnode.nodes.control.server import KEYRING_FILE
 from llmnode.nodes.node import Node
-from llmnode.nodes.service import Service
+from llmnode.nodes.requests.service import Service
 from llmnode.schemas.config import NodeConfig
 
 log = get_logger(__name__)
@@ -160,7 +160,7 @@ def _stopper(node: Node, signum: int) -> Callable[[], None]:
 async def _run_agents(node: Node, specs: list[str]) -> None:
     """Host ``--agent pkg.module:Class`` agents in this process, attached to this node."""
     from llmnode.agents.host import AgentHost, load_agent_class  # noqa: PLC0415
-    from llmnode.nodes.control_client import ControlClient  # noqa: PLC0415
+    from llmnode.client.connection import ControlClient  # noqa: PLC0415
 
     classes = [load_agent_class(spec) for spec in specs]
     await node.ready.wait()

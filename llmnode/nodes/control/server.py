@@ -1,7 +1,7 @@
 """The node's local control socket, for the CLI, the SDK and attached agents (does I/O).
 
 A Unix socket (``ipc://<data dir>/control.sock``, mode 0600: only the node's owner can connect)
-or a loopback TCP port, framed as :mod:`llmnode.nodes.control_wire` describes. Every connection
+or a loopback TCP port, framed as :mod:`llmnode.nodes.control.wire` describes. Every connection
 must first present the token from ``<data dir>/control.token`` (mode 0600), which a loopback TCP
 address needs since any local user can connect to it. A connection that presents a wrong token,
 sends a malformed frame or says nothing for ``AUTH_TIMEOUT_S`` is counted and closed, never
@@ -24,7 +24,7 @@ from typing import Any, cast
 from llmnode.bus.identity import write_secret_file
 from llmnode.errors import ConfigError, Rejected
 from llmnode.log import RateLimitedLogger, get_logger
-from llmnode.nodes.control_wire import FrameReader, frame, parse_address
+from llmnode.nodes.control.wire import FrameReader, frame, parse_address
 from llmnode.schemas import messages
 from llmnode.schemas.base import WireMessage
 

@@ -2,7 +2,7 @@
 
 The SDK, the CLI and agent hosts talk to their local node through this client. It presents the
 node's token first, then every frame is one msgpack ``Ctl*`` message each way
-(:mod:`llmnode.nodes.control_wire`). What arrives is routed as it is read:
+(:mod:`llmnode.nodes.control.wire`). What arrives is routed as it is read:
 
 - ``CtlOk`` / ``CtlError`` / ``CtlChunk`` go to the :meth:`ControlClient.call` or
   :meth:`ControlClient.stream` waiting on that ``id``;
@@ -38,7 +38,7 @@ from llmnode.errors import (
 )
 from llmnode.errors import error_from_code as _error_from_code
 from llmnode.log import get_logger
-from llmnode.nodes.control_wire import FrameReader, frame, parse_address
+from llmnode.nodes.control.wire import FrameReader, frame, parse_address
 from llmnode.schemas.base import WireMessage
 from llmnode.schemas.control import (
     CtlCancel,

@@ -19,7 +19,7 @@ import msgspec
 
 from llmnode.errors import AccessDenied, Busy, DeadlineExceeded, MeshError, UnknownAgent
 from llmnode.log import get_logger
-from llmnode.nodes.service import Emit, Service, ServiceCall
+from llmnode.nodes.requests.service import Emit, Service, ServiceCall
 from llmnode.schemas.base import WireMessage
 from llmnode.schemas.requests import Accept, Chunk, ErrorReply, Refuse, Request, Result
 from llmnode.schemas.state import ServiceLoad

@@ -23,8 +23,8 @@ import msgspec
 from llmnode.bus.identity import node_id_to_text
 from llmnode.errors import AccessDenied, AgentLost, MeshError, UnknownAgent, error_from_code
 from llmnode.log import get_logger
-from llmnode.nodes.scheduler import choose
-from llmnode.nodes.service import Emit, ServiceCall
+from llmnode.nodes.requests.scheduler import choose
+from llmnode.nodes.requests.service import Emit, ServiceCall
 from llmnode.schemas.base import WireMessage
 from llmnode.schemas.control import (
     CtlAgentChunk,

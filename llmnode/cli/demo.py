@@ -190,7 +190,7 @@ def _wait_converged(node: _DemoNode, expected: int, timeout: float = 60.0) -> No
 async def _ask(data_dir: Path, questions: list[str]) -> list[Any]:
     sys.path.insert(0, str(REPO_ROOT))
     from examples.qa_pipeline import DEFAULT_QUESTIONS, ask_questions  # noqa: PLC0415
-    from llmnode.agents.sdk import connect  # noqa: PLC0415
+    from llmnode.client.mesh import connect  # noqa: PLC0415
 
     async with connect(str(data_dir), name="demo") as mesh:
         return list(await ask_questions(mesh, questions or DEFAULT_QUESTIONS))

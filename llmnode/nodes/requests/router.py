@@ -30,10 +30,10 @@ from llmnode.errors import (
     error_from_code,
 )
 from llmnode.log import get_logger
-from llmnode.nodes.scheduler import Candidate, Choice, InFlightLedger, RetryPolicy, choose
-from llmnode.nodes.server import RequestServer
-from llmnode.nodes.service import ServiceCall
-from llmnode.nodes.view import MeshView
+from llmnode.nodes.mesh.view import MeshView
+from llmnode.nodes.requests.scheduler import Candidate, Choice, InFlightLedger, RetryPolicy, choose
+from llmnode.nodes.requests.server import RequestServer
+from llmnode.nodes.requests.service import ServiceCall
 from llmnode.schemas.base import WireMessage
 from llmnode.schemas.inference import GenerateRequest, GenerateResult, TokenChunk
 from llmnode.schemas.requests import Accept, Cancel, Chunk, ErrorReply, Refuse, Request, Result

@@ -1,0 +1,1 @@
+"""Finding the mesh: seed addresses and LAN beacons (I/O)."""

@@ -1,0 +1,1 @@
+"""The request path: scheduler (pure), retry policy, router, server: one path for every request."""
