@@ -126,11 +126,22 @@ def _register(cls: type[MeshError]) -> None:
 _register(MeshError)
 
 
-def error_from_code(code: str, message: str) -> MeshError:
-    """Rebuild a typed error that crossed the wire as ``(code, message)``."""
+def error_from_code(
+    code: str, message: str, *, remote_type: str = "", reason: str = ""
+) -> MeshError:
+    """Rebuild a typed error that crossed the wire as ``(code, message, remote_type, reason)``:
+    the one decoder of errors for the bus, the control socket and the agent host alike."""
     cls = _BY_CODE.get(code, MeshError)
     if cls is Rejected:
-        return Rejected(message)
+        return Rejected(reason or "remote", message)
     if cls is HandlerError:
-        return HandlerError(message)
+        return HandlerError(message, remote_type=remote_type)
     return cls(message)
+
+
+def error_fields(error: MeshError) -> tuple[str, str, str, str]:
+    """``(code, message, remote_type, reason)``: what a typed error becomes on the wire. A
+    :class:`Rejected` travels as its detail, so the rebuilt error reads as the original."""
+    if isinstance(error, Rejected):
+        return error.code, error.detail, "", error.reason
+    return error.code, str(error), getattr(error, "remote_type", ""), getattr(error, "reason", "")

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from llmnode.agents.agent import Agent, Context, convert_body, decode_envelope, encode_envelope
+from llmnode.agents.agent import Agent, Context
 from llmnode.client.connection import ControlClient
+from llmnode.client.envelope import convert_body, decode_envelope, encode_envelope
 from llmnode.client.mesh import Mesh
 from llmnode.errors import (
     ConfigError,
@@ -334,7 +335,12 @@ class AgentHost:
             f"handler {agent}.{attribute} raised {type(error).__name__}: {error}",
             remote_type=type(error).__name__,
         )
-        return CtlAgentReply(call_id=call_id, error_code=failure.code, error_message=str(failure))
+        return CtlAgentReply(
+            call_id=call_id,
+            error_code=failure.code,
+            error_message=str(failure),
+            error_remote_type=failure.remote_type,
+        )
 
     async def _serve_delivery(self, hosted: _Hosted, delivery: CtlDelivery) -> None:
         agent_class = type(hosted.agent)

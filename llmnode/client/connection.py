@@ -22,7 +22,6 @@ import contextlib
 import functools
 import itertools
 import os
-import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
@@ -31,12 +30,11 @@ from typing import cast
 from llmnode.errors import (
     ConfigError,
     DeadlineExceeded,
-    HandlerError,
     MeshError,
     NotRunning,
     ProtocolError,
+    error_from_code,
 )
-from llmnode.errors import error_from_code as _error_from_code
 from llmnode.log import get_logger
 from llmnode.nodes.control.wire import FrameReader, frame, parse_address
 from llmnode.schemas.base import WireMessage
@@ -62,7 +60,6 @@ SEND_TIMEOUT = 5.0
 KEEPALIVE_INTERVAL = 2.0  # the node forgets clients it has not heard from for 10 s
 
 Listener = Callable[[WireMessage], None]
-_REMOTE_TYPE = re.compile(r"raised ([A-Za-z_][\w.]*):")
 
 
 def data_dir_path(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -113,14 +110,6 @@ def find_control(
             raise NotRunning(f"cannot read {token_file}: permission denied") from error
     token_bytes = token.encode() if isinstance(token, str) else token
     return address, token_bytes
-
-
-def error_from_code(code: str, message: str) -> MeshError:
-    """Like :func:`llmnode.errors.error_from_code`, keeping a remote handler's exception class."""
-    if code == HandlerError.code:
-        match = _REMOTE_TYPE.search(message)
-        return HandlerError(message, remote_type=match.group(1) if match else "")
-    return _error_from_code(code, message)
 
 
 class ControlStream:
@@ -186,7 +175,12 @@ class ControlStream:
                 self.result = message.data
                 raise StopAsyncIteration
             if isinstance(message, CtlError):
-                raise error_from_code(message.code, message.message)
+                raise error_from_code(
+                    message.code,
+                    message.message,
+                    remote_type=message.remote_type,
+                    reason=message.reason,
+                )
             raise ProtocolError(f"unexpected {type(message).__name__} on a request stream")
 
     async def aclose(self) -> None:
@@ -440,7 +434,9 @@ class ControlClient:
         if isinstance(answer, CtlOk):
             return answer
         if isinstance(answer, CtlError):
-            raise error_from_code(answer.code, answer.message)
+            raise error_from_code(
+                answer.code, answer.message, remote_type=answer.remote_type, reason=answer.reason
+            )
         raise ProtocolError(f"unexpected {type(answer).__name__} answering {message_id}")
 
     def stream(self, request: CtlRequest) -> ControlStream:

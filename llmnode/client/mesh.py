@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import msgspec
 
-from llmnode.agents.agent import convert_body, decode_envelope, encode_envelope
 from llmnode.client.connection import ControlClient
+from llmnode.client.envelope import convert_body, decode_envelope, encode_envelope
 from llmnode.errors import ConfigError, ProtocolError
 from llmnode.schemas.control import CtlPeers, CtlPublish, CtlRequest, CtlSend, CtlStatus
 from llmnode.schemas.inference import (

@@ -50,7 +50,7 @@ from llmnode.schemas.requests import (
     Request,
     Result,
 )
-from llmnode.schemas.state import NodeState, Resources, ServiceInfo, ServiceLoad
+from llmnode.schemas.state import NodeState, Resources, ServiceInfo
 
 log = get_logger(__name__)
 
@@ -94,7 +94,7 @@ class Node:
         self.data_dir = Path(config.data_dir)
         self.started_at = time.time()
         self.bus = Bus(identity, keyring, transport, allowlist=_allowlist(config.allowlist))
-        self.view = MeshView(self.node_id, self.node_text, self._local_load)
+        self.view = MeshView(self.node_id, self.node_text)
         self.server = RequestServer(
             self.node_text,
             heartbeat_s=config.probe_interval,
@@ -203,6 +203,11 @@ class Node:
     # -- membership --------------------------------------------------------------------------
 
     def _send(self, node: bytes, message: WireMessage) -> bool:
+        """Send ``message`` to ``node``; to this node it is dispatched in place, so a request
+        served here takes the same path (server, replies, cancel) as one from another node."""
+        if node == self.node_id:
+            self._dispatch(node, message)
+            return True
         return self.bus.send(node, message)
 
     def _send_all(self, outbound: list[Outbound]) -> None:
@@ -250,29 +255,32 @@ class Node:
     async def _receive_loop(self) -> None:
         while True:
             inbound = await self.bus.receive()
-            message, sender = inbound.message, inbound.sender
-            try:
-                if isinstance(message, _MEMBERSHIP_TYPES):
-                    assert self.membership is not None
-                    self._send_all(self.membership.receive(sender, message, time.time()))
-                    self._after_membership()
-                elif isinstance(message, Request):
-                    self.server.handle(
-                        sender,
-                        node_id_to_text(sender),
-                        message,
-                        functools.partial(self.bus.send, sender),
-                    )
-                elif isinstance(message, _REPLY_TYPES):
-                    self.router.on_reply(sender, message)
-                elif isinstance(message, Cancel):
-                    self.server.cancel(sender, message.id)
-                elif isinstance(message, OneWay):
-                    self.clients.deliver(sender, message)
-                else:
-                    self._reject("unexpected_message", type(message).__name__)
-            except MeshError as error:
-                self._reject(getattr(error, "reason", error.code), str(error))
+            self._dispatch(inbound.sender, inbound.message)
+
+    def _dispatch(self, sender: bytes, message: WireMessage) -> None:
+        """Hand one message from ``sender`` (another node, or this one) to the part it is for."""
+        try:
+            if isinstance(message, _MEMBERSHIP_TYPES):
+                assert self.membership is not None
+                self._send_all(self.membership.receive(sender, message, time.time()))
+                self._after_membership()
+            elif isinstance(message, Request):
+                self.server.handle(
+                    sender,
+                    node_id_to_text(sender),
+                    message,
+                    functools.partial(self._send, sender),
+                )
+            elif isinstance(message, _REPLY_TYPES):
+                self.router.on_reply(sender, message)
+            elif isinstance(message, Cancel):
+                self.server.cancel(sender, message.id)
+            elif isinstance(message, OneWay):
+                self.clients.deliver(sender, message)
+            else:
+                self._reject("unexpected_message", type(message).__name__)
+        except MeshError as error:
+            self._reject(getattr(error, "reason", error.code), str(error))
 
     def _reject(self, reason: str, detail: str) -> None:
         self.rejections[reason] += 1
@@ -315,9 +323,6 @@ class Node:
             if pending:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-
-    def _local_load(self, name: str) -> ServiceLoad | None:
-        return self.server.load_of(name)
 
     # -- state -------------------------------------------------------------------------------
 

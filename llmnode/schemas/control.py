@@ -104,6 +104,8 @@ class CtlAgentReply(WireMessage, frozen=True):
     data: bytes = b""
     error_code: str = ""  # empty: success
     error_message: str = ""
+    error_remote_type: str = ""  # see CtlError
+    error_reason: str = ""
 
 
 # ---- node -> client --------------------------------------------------------------------------
@@ -118,6 +120,8 @@ class CtlError(WireMessage, frozen=True):
     id: int
     code: str  # an llmnode.errors code
     message: str
+    remote_type: str = ""  # llmnode.errors.error_fields: a handler's exception class
+    reason: str = ""  # a rejection's reason
 
 
 class CtlChunk(WireMessage, frozen=True):

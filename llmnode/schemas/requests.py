@@ -36,6 +36,8 @@ class Refuse(WireMessage, frozen=True):
     code: str  # "busy", "unknown_agent", "access_denied", "deadline"
     message: str = ""
     queue_depth: int = 0
+    remote_type: str = ""  # see ErrorReply
+    reason: str = ""
 
 
 class Chunk(WireMessage, frozen=True):
@@ -56,6 +58,10 @@ class ErrorReply(WireMessage, frozen=True):
     id: bytes
     code: str  # an llmnode.errors code
     message: str
+    # Placed last with defaults, so older nodes interoperate: the class a remote handler raised
+    # (HandlerError), and a rejection's reason (Rejected). See llmnode.errors.error_fields.
+    remote_type: str = ""
+    reason: str = ""
 
 
 class Cancel(WireMessage, frozen=True):

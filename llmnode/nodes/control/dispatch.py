@@ -21,9 +21,15 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from llmnode.bus.identity import node_id_to_text
-from llmnode.errors import AccessDenied, AgentLost, MeshError, UnknownAgent, error_from_code
+from llmnode.errors import (
+    AccessDenied,
+    AgentLost,
+    MeshError,
+    UnknownAgent,
+    error_fields,
+    error_from_code,
+)
 from llmnode.log import get_logger
-from llmnode.nodes.requests.scheduler import choose
 from llmnode.nodes.requests.service import Emit, ServiceCall
 from llmnode.schemas.base import WireMessage
 from llmnode.schemas.control import (
@@ -134,7 +140,14 @@ class ProxyService:
         if entry is None or entry[0].done():
             return
         if message.error_code:
-            entry[0].set_exception(error_from_code(message.error_code, message.error_message))
+            entry[0].set_exception(
+                error_from_code(
+                    message.error_code,
+                    message.error_message,
+                    remote_type=message.error_remote_type,
+                    reason=message.error_reason,
+                )
+            )
         else:
             entry[0].set_result(message.data)
 
@@ -198,7 +211,7 @@ class AttachedClients:
                 if running is not None:
                     running.cancel()
             elif isinstance(message, CtlSend):
-                self._send_one_way(message.service, message.payload, message.caller)
+                self._node.router.send_one_way(message.service, message.payload, message.caller)
                 self.send(ident, CtlOk(id=message.id))
             elif isinstance(message, CtlPublish):
                 self.publish(message.topic, message.payload, message.caller)
@@ -233,7 +246,7 @@ class AttachedClients:
                 node.control.rejections["unexpected_message"] += 1
         except MeshError as error:
             request_id = getattr(message, "id", 0)
-            self.send(ident, CtlError(id=request_id, code=error.code, message=str(error)))
+            self.send(ident, _control_error(request_id, error))
         return None
 
     def _answering(self) -> Iterator[ProxyService]:
@@ -268,7 +281,7 @@ class AttachedClients:
                 on_chunk=on_chunk,
             )
         except MeshError as error:
-            self.send(client.ident, CtlError(id=message.id, code=error.code, message=str(error)))
+            self.send(client.ident, _control_error(message.id, error))
             return
         except asyncio.CancelledError:
             self.send(client.ident, CtlError(id=message.id, code="cancelled", message="cancelled"))
@@ -318,24 +331,6 @@ class AttachedClients:
                     del self._clients[ident]
 
     # -- one-way messages and topics ---------------------------------------------------------
-
-    def _send_one_way(self, service: str, payload: bytes, caller: str) -> None:
-        router = self._node.router
-        only: bytes | None = None
-        if "@" in service:
-            service, _, node_name = service.partition("@")
-            only = self._node.view.resolve(node_name)
-            if only is None:
-                raise UnknownAgent(f"no node named {node_name!r} in the mesh")
-        candidates = self._node.view.candidates(service, only, time.time())
-        if not candidates:
-            raise UnknownAgent(f"no agent named {service!r} in the mesh")
-        choice = choose(candidates, router.ledger, time.time(), router.rng)
-        message = OneWay(service=service, payload=payload, caller=caller)
-        if choice.node == self._node.node_id:
-            self.deliver(self._node.node_id, message)
-        elif not self._node.bus.send(choice.node, message):
-            raise MeshError(f"cannot reach the node hosting {service!r}")
 
     def publish(self, topic: str, payload: bytes, caller: str) -> int:
         message = OneWay(
@@ -449,3 +444,10 @@ class AttachedClients:
 
 def _forget(requests: dict[int, asyncio.Task[None]], request_id: int, _: object) -> None:
     requests.pop(request_id, None)
+
+
+def _control_error(request_id: int, error: MeshError) -> CtlError:
+    code, message, remote_type, reason = error_fields(error)
+    return CtlError(
+        id=request_id, code=code, message=message, remote_type=remote_type, reason=reason
+    )

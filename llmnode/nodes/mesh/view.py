@@ -1,16 +1,15 @@
 """This node's view of the mesh: members and their latest state records (no I/O).
 
 Fed by the membership state machine (who is alive, suspect, dead, left) and by decoded, verified
-state records; read by the scheduler (candidates for a service), ``llmnode peers`` and pub/sub.
+state records; read by the request path (:mod:`llmnode.nodes.requests.candidates`), ``llmnode
+peers`` and pub/sub.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from llmnode.nodes.requests.scheduler import Candidate
-from llmnode.schemas.state import NodeState, ServiceInfo, ServiceLoad
+from llmnode.schemas.state import NodeState, ServiceInfo
 
 
 @dataclass(slots=True)
@@ -31,10 +30,8 @@ class MeshView:
         self,
         self_id: bytes,
         self_text: str,
-        local_load: Callable[[str], ServiceLoad | None] | None = None,
     ) -> None:
         self.self_id = self_id
-        self._local_load = local_load
         self.peers: dict[bytes, Peer] = {}
         self.rtt_ms: dict[bytes, float] = {}
         # (node, service) -> (queue depth, in flight, when): load piggybacked on replies,
@@ -95,39 +92,6 @@ class MeshView:
             if peer.record is not None
             for info in peer.record.services
         )
-
-    def candidates(
-        self, service: str, only: bytes | None = None, now: float = 0.0
-    ) -> list[Candidate]:
-        result: list[Candidate] = []
-        for peer, info in self.hosts(service):
-            if only is not None and peer.node != only:
-                continue
-            load = info.load
-            queue_depth, in_flight, measured = load.queue_depth, load.in_flight, peer.record_time
-            fresh = self.fresh_load.get((peer.node, service))
-            if fresh is not None and fresh[2] > measured:
-                queue_depth, in_flight, measured = fresh
-            if peer.node == self.self_id and self._local_load is not None:
-                live = self._local_load(service)  # our own load: exact, now
-                if live is not None:
-                    queue_depth, in_flight, measured = live.queue_depth, live.in_flight, now
-            result.append(
-                Candidate(
-                    node=peer.node,
-                    service=service,
-                    state="alive" if peer.state == "alive" else "suspect",
-                    slots=max(1, load.slots),
-                    queue_limit=load.queue_limit + max(1, load.slots),
-                    gossip_queue_depth=queue_depth,
-                    gossip_in_flight=in_flight,
-                    ewma_service_ms=load.ewma_service_ms,
-                    rtt_ms=0.0 if peer.node == self.self_id else self.rtt_ms.get(peer.node, 1.0),
-                    gossip_time=measured,
-                    is_local=peer.node == self.self_id,
-                )
-            )
-        return result
 
     def topic_nodes(self, topic: str) -> list[bytes]:
         """Live nodes with at least one subscriber to ``topic``."""

@@ -20,23 +20,33 @@ from dataclasses import dataclass, field
 import msgspec
 
 from llmnode.errors import (
-    AccessDenied,
     AgentLost,
     Busy,
     DeadlineExceeded,
     MeshError,
     NoCapacity,
+    ProtocolError,
+    TransportError,
     UnknownAgent,
     error_from_code,
 )
 from llmnode.log import get_logger
 from llmnode.nodes.mesh.view import MeshView
+from llmnode.nodes.requests.candidates import candidates as find_candidates
 from llmnode.nodes.requests.scheduler import Candidate, Choice, InFlightLedger, RetryPolicy, choose
 from llmnode.nodes.requests.server import RequestServer
-from llmnode.nodes.requests.service import ServiceCall
 from llmnode.schemas.base import WireMessage
 from llmnode.schemas.inference import GenerateRequest, GenerateResult, TokenChunk
-from llmnode.schemas.requests import Accept, Cancel, Chunk, ErrorReply, Refuse, Request, Result
+from llmnode.schemas.requests import (
+    Accept,
+    Cancel,
+    Chunk,
+    ErrorReply,
+    OneWay,
+    Refuse,
+    Request,
+    Result,
+)
 
 log = get_logger(__name__)
 
@@ -106,6 +116,34 @@ class Router:
                 queue.put_nowait(_PEER_DOWN)
         self.ledger.forget(node)
 
+    # -- addressing -------------------------------------------------------------------------
+
+    def _target(self, address: str) -> tuple[str, bytes | None]:
+        """``name`` or ``name@node`` → (service, the one node allowed or None)."""
+        if "@" not in address:
+            return address, None
+        service, _, node_name = address.partition("@")
+        only = self._view.resolve(node_name)
+        if only is None:
+            raise UnknownAgent(f"no node named {node_name!r} in the mesh")
+        return service, only
+
+    def _candidates(self, service: str, only: bytes | None) -> list[Candidate]:
+        return find_candidates(
+            self._view, service, time.time(), only=only, local_load=self._server.load_of
+        )
+
+    def send_one_way(self, address: str, payload: bytes, caller: str) -> None:
+        """Deliver a one-way message to one replica of an agent (``name`` or ``name@node``),
+        chosen like a request's node; raises when no node hosts it or it cannot be reached."""
+        service, only = self._target(address)
+        candidates = self._candidates(service, only)
+        if not candidates:
+            raise UnknownAgent(f"no agent named {service!r} in the mesh")
+        choice = choose(candidates, self.ledger, time.time(), self.rng)
+        if not self._send(choice.node, OneWay(service=service, payload=payload, caller=caller)):
+            raise TransportError(f"cannot reach the node hosting {service!r}")
+
     # -- the call -----------------------------------------------------------------------------
 
     async def call(
@@ -123,19 +161,20 @@ class Router:
         """Route one request; returns the final result bytes or raises a typed MeshError."""
         deadline = time.time() + timeout
         self.counters["requests"] += 1
-        only: bytes | None = None
-        if "@" in service:
-            service, _, node_name = service.partition("@")
-            only = self._view.resolve(node_name)
-            if only is None:
-                self.counters["failed"] += 1
-                raise UnknownAgent(f"no node named {node_name!r} in the mesh")
+        try:
+            service, only = self._target(service)
+        except UnknownAgent:
+            self.counters["failed"] += 1
+            raise
         resumable = stream and method in _RESUMABLE
         delivered = _Stream()
 
         async def deliver(data: bytes) -> None:
             if resumable:
-                chunk = msgspec.msgpack.decode(data, type=TokenChunk)
+                try:
+                    chunk = msgspec.msgpack.decode(data, type=TokenChunk)
+                except msgspec.MsgspecError as error:
+                    raise ProtocolError(f"malformed stream chunk from {service!r}") from error
                 delivered.token_ids.extend(chunk.token_ids)
                 delivered.text.append(chunk.text)
             if on_chunk is not None:
@@ -153,7 +192,7 @@ class Router:
                         if isinstance(last_error, NoCapacity)
                         else DeadlineExceeded(f"no answer from {service!r} within {timeout:.1f} s")
                     )
-                candidates = self._view.candidates(service, only, time.time())
+                candidates = self._candidates(service, only)
                 if not candidates:
                     if (
                         not self._view.advertised_anywhere(service)
@@ -277,16 +316,13 @@ class Router:
                 await asyncio.gather(*running, return_exceptions=True)
 
     async def _attempt(self, node: bytes, request: Request, deliver: OnChunk) -> bytes:
-        """One try of ``request`` on ``node`` (this node: called in place), with the ledger."""
+        """One try of ``request`` on ``node``, recorded in the ledger."""
         request_id, service = request.id, request.service
         started = time.time()
         self.ledger.sent(node, service, request_id, started)
         finished_ok = False
         try:
-            if node == self._self_id:
-                result = await self._local(request, deliver)
-            else:
-                result = await self._remote(node, request, deliver)
+            result = await self._exchange(node, request, deliver)
             finished_ok = True
             return result
         except AgentLost as error:  # it had the request: retried elsewhere only if idempotent
@@ -304,37 +340,14 @@ class Router:
                 self._result_load.pop(request_id, None)
                 self.ledger.refused(node, service, request_id)
 
-    async def _local(self, request: Request, deliver: OnChunk) -> bytes:
-        service, deadline = request.service, request.deadline
-        target = self._server.admit(service, self._self_text)
-        call = ServiceCall(
-            request_id=request.id,
-            service=service,
-            method=request.method,
-            payload=request.payload,
-            deadline=deadline,
-            caller_node=self._self_text,
-            caller=request.caller,
-            stream=request.stream,
-        )
-        self._server.counters["local"] += 1
-        self._server.begin(service)
-        try:
-            async with asyncio.timeout(max(0.0, deadline - time.time())):
-                result = await self._server.call_in_slot(target, call, deliver)
-        except TimeoutError:
-            raise DeadlineExceeded(f"{service!r} did not finish before the deadline") from None
-        finally:
-            self._server.end(service)
-        self._server.counters["served"] += 1
-        return result
-
-    async def _remote(self, node: bytes, request: Request, deliver: OnChunk) -> bytes:
+    async def _exchange(self, node: bytes, request: Request, deliver: OnChunk) -> bytes:
+        """Send ``request`` to ``node`` (this node included: the node dispatches it in place to
+        the same server) and follow its replies to the one terminal answer."""
         request_id, service, deadline = request.id, request.service, request.deadline
         queue: asyncio.Queue[object] = asyncio.Queue()
         self._pending[request_id] = (node, queue)
         sent_at = time.time()
-        accepted = False
+        accepted = answered = False
         expected_seq = 0
         try:
             if not self._send(node, request):
@@ -372,21 +385,12 @@ class Router:
                     # recorded the request finished (see _attempt), or it is subtracted twice.
                     self._result_load[request_id] = (message.queue_depth, message.in_flight)
                     return message.data
-                elif isinstance(message, Refuse):
-                    if message.code == "busy":
-                        raise Busy(message.message)
-                    if message.code == "access_denied":
-                        raise AccessDenied(message.message)
-                    if message.code == "unknown_agent":
-                        raise UnknownAgent(message.message)
-                    raise error_from_code(message.code, message.message)
-                elif isinstance(message, ErrorReply):
-                    raise error_from_code(message.code, message.message)
-        except asyncio.CancelledError:
-            self._send(node, Cancel(id=request_id))
-            raise
-        except _AttemptFailed:
-            self._send(node, Cancel(id=request_id))
+                elif isinstance(message, Refuse | ErrorReply):
+                    answered = True  # Busy, UnknownAgent, AccessDenied, a failure: typed
+                    raise _typed(message)
+        except BaseException:
+            if not answered:  # cancelled, stalled, or a chunk we could not take: stop it there
+                self._send(node, Cancel(id=request_id))
             raise
         finally:
             self._pending.pop(request_id, None)
@@ -412,3 +416,9 @@ def _merge_result(data: bytes, delivered: _Stream) -> bytes:
         token_ids=list(delivered.token_ids),
     )
     return msgspec.msgpack.encode(merged)
+
+
+def _typed(message: Refuse | ErrorReply) -> MeshError:
+    return error_from_code(
+        message.code, message.message, remote_type=message.remote_type, reason=message.reason
+    )

@@ -285,6 +285,14 @@ def _sample_weighted(
     return picked
 
 
+def is_full(active: int, slots: int, queue_limit: int) -> bool:
+    """Whether a node with ``active`` requests admitted (running + waiting) refuses the next:
+    its ``slots`` run, and at most ``queue_limit`` more wait. The server's admission and the
+    scheduler's capacity filter both ask this, so the scheduler stops choosing a node exactly
+    when the node starts answering ``Busy``."""
+    return active - max(slots, 1) >= queue_limit
+
+
 def choose(
     candidates: Sequence[Candidate],
     ledger: InFlightLedger,
@@ -322,7 +330,7 @@ def choose(
     capable: list[tuple[Candidate, int, float]] = []
     for candidate in pool:
         ahead = queue_ahead(candidate, ledger)
-        if ahead - max(candidate.slots, 1) >= candidate.queue_limit:
+        if is_full(ahead, candidate.slots, candidate.queue_limit):
             continue
         capable.append((candidate, ahead, service_time_ms(candidate, ledger, prior)))
     if not capable:

@@ -17,8 +17,16 @@ from collections.abc import Callable
 
 import msgspec
 
-from llmnode.errors import AccessDenied, Busy, DeadlineExceeded, MeshError, UnknownAgent
+from llmnode.errors import (
+    AccessDenied,
+    Busy,
+    DeadlineExceeded,
+    MeshError,
+    UnknownAgent,
+    error_fields,
+)
 from llmnode.log import get_logger
+from llmnode.nodes.requests.scheduler import is_full
 from llmnode.nodes.requests.service import Emit, Service, ServiceCall
 from llmnode.schemas.base import WireMessage
 from llmnode.schemas.requests import Accept, Chunk, ErrorReply, Refuse, Request, Result
@@ -71,10 +79,11 @@ class RequestServer:
         if info.allow and caller_node not in info.allow and caller_node != self._node_id_text:
             self.counters["access_denied"] += 1
             raise AccessDenied(f"node {caller_node[:12]} may not call {service_name!r}")
-        load = self.load_of(service_name, service) or info.load
-        if load.queue_depth >= load.queue_limit:
+        load = info.load
+        active = max(self.active[service_name], load.queue_depth + load.in_flight)
+        if is_full(active, load.slots, load.queue_limit):
             self.counters["busy"] += 1
-            raise Busy(f"{service_name!r} is busy ({load.queue_depth} queued)")
+            raise Busy(f"{service_name!r} is busy ({active - load.slots} queued)")
         return service
 
     def handle(self, caller: bytes, caller_text: str, request: Request, reply: Reply) -> None:
@@ -87,8 +96,11 @@ class RequestServer:
                 raise DeadlineExceeded("deadline passed before the request arrived")
             service = self.admit(request.service, caller_text)
         except MeshError as error:
+            code, text, remote_type, reason = error_fields(error)
             reply(
-                Refuse(id=request.id, code=getattr(error, "code", "mesh_error"), message=str(error))
+                Refuse(
+                    id=request.id, code=code, message=text, remote_type=remote_type, reason=reason
+                )
             )
             return
         self.begin(request.service)
@@ -148,7 +160,16 @@ class RequestServer:
             raise
         except MeshError as error:
             self.counters["failed"] += 1
-            reply(ErrorReply(id=call.request_id, code=error.code, message=str(error)))
+            code, text, remote_type, reason = error_fields(error)
+            reply(
+                ErrorReply(
+                    id=call.request_id,
+                    code=code,
+                    message=text,
+                    remote_type=remote_type,
+                    reason=reason,
+                )
+            )
         except Exception as error:
             self.counters["failed"] += 1
             log.exception("service_call_failed", service=call.service, method=call.method)

@@ -9,19 +9,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmnode.agents.agent import (
-    Agent,
-    Context,
-    convert_body,
-    decode_envelope,
-    encode_envelope,
-    handler,
-    message_tag,
-    subscribe,
-)
+from llmnode.agents.agent import Agent, Context, handler, subscribe
 from llmnode.agents.host import load_agent_class
-from llmnode.client.connection import error_from_code, find_control
-from llmnode.errors import AgentError, ConfigError, HandlerError, NotRunning, ProtocolError
+from llmnode.client.connection import find_control
+from llmnode.client.envelope import convert_body, decode_envelope, encode_envelope, message_tag
+from llmnode.errors import (
+    AgentError,
+    ConfigError,
+    HandlerError,
+    NotRunning,
+    ProtocolError,
+    error_from_code,
+)
 
 
 class Question(msgspec.Struct):
@@ -163,7 +162,9 @@ def test_garbage_envelope_is_a_protocol_error() -> None:
 
 
 def test_handler_error_from_the_wire_keeps_the_remote_class_name() -> None:
-    error = error_from_code("handler", "handler writer.ask raised ValueError: bad question")
+    error = error_from_code(
+        "handler", "handler writer.ask raised ValueError: bad question", remote_type="ValueError"
+    )
     assert isinstance(error, HandlerError)
     assert error.remote_type == "ValueError"
 
