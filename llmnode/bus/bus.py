@@ -173,16 +173,13 @@ class Bus:
         if self._peers.get(node_id) == address:
             return
         self._peers[node_id] = address
-        connect = getattr(self._transport, "connect", None)
-        if connect is not None:  # open the connection early, so the first send finds it up
-            connect(address)
+        self._transport.connect(address)  # open it early, so the first send finds it up
 
     def forget_peer(self, node_id: bytes) -> None:
         """Stop sending to ``node_id`` (it left or died); its connection is closed."""
         address = self._peers.pop(node_id, None)
-        disconnect = getattr(self._transport, "disconnect", None)
-        if address is not None and disconnect is not None and address not in self._peers.values():
-            disconnect(address)
+        if address is not None and address not in self._peers.values():
+            self._transport.disconnect(address)
 
     def peer_address(self, node_id: bytes) -> str | None:
         return self._peers.get(node_id)
@@ -219,9 +216,7 @@ class Bus:
         future: asyncio.Future[bytes] = loop.create_future()
         self._handshakes[nonce] = future
         body = encode(Hello(address=self.address, nonce=nonce, name=self.name))
-        connect = getattr(self._transport, "connect", None)
-        if connect is not None:
-            connect(address)
+        self._transport.connect(address)
         deadline = loop.time() + timeout
         interval = 0.01
         try:

@@ -29,6 +29,12 @@ class DelayedTransport:
         asyncio.get_running_loop().call_later(self._delay, self._inner.send, address, frame)
         return True
 
+    def connect(self, address: str) -> None:
+        self._inner.connect(address)  # at once: the delayed first frame must find it open
+
+    def disconnect(self, address: str) -> None:
+        self._inner.disconnect(address)
+
     async def recv(self) -> bytes:
         return await self._inner.recv()
 

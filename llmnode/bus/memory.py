@@ -197,6 +197,12 @@ class MemoryTransport:
         self._network.send(self._address, address, frame)
         return True
 
+    def connect(self, address: str) -> None:
+        """Nothing to open: the network reaches every endpoint."""
+
+    def disconnect(self, address: str) -> None:
+        """Nothing to close."""
+
     def arrive(self, frame: bytes) -> None:
         """Called by the network: a frame reached this endpoint."""
         if self._closed:

@@ -24,6 +24,14 @@ class Transport(Protocol):
         """Queue ``frame`` for ``address``; False when the peer's queue is full or closed."""
         ...
 
+    def connect(self, address: str) -> None:
+        """Open the way to ``address`` now, so the first frame sent there is not lost."""
+        ...
+
+    def disconnect(self, address: str) -> None:
+        """Close the way to ``address`` (its node left or died); a later send reopens it."""
+        ...
+
     async def recv(self) -> bytes:
         """The next frame that arrived for this transport."""
         ...

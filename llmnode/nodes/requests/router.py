@@ -15,7 +15,6 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 import msgspec
 
@@ -33,10 +32,17 @@ from llmnode.errors import (
 from llmnode.log import get_logger
 from llmnode.nodes.mesh.view import MeshView
 from llmnode.nodes.requests.candidates import candidates as find_candidates
-from llmnode.nodes.requests.scheduler import Candidate, Choice, InFlightLedger, RetryPolicy, choose
+from llmnode.nodes.requests.retry import ErrorKind, RetryPolicy
+from llmnode.nodes.requests.scheduler import Candidate, Choice, InFlightLedger, choose
 from llmnode.nodes.requests.server import RequestServer
+from llmnode.nodes.requests.streams import (
+    RESUMABLE_METHODS,
+    Delivered,
+    merge_result,
+    resume_payload,
+)
 from llmnode.schemas.base import WireMessage
-from llmnode.schemas.inference import GenerateRequest, GenerateResult, TokenChunk
+from llmnode.schemas.inference import TokenChunk
 from llmnode.schemas.requests import (
     Accept,
     Cancel,
@@ -52,8 +58,8 @@ log = get_logger(__name__)
 
 OnChunk = Callable[[bytes], Awaitable[None]]
 Send = Callable[[bytes, WireMessage], bool]
-_RESUMABLE = ("generate", "chat")
 _PEER_DOWN = object()
+_TIMEOUTS = ("stalled", "no_answer")
 
 
 class _AttemptFailed(Exception):
@@ -61,14 +67,6 @@ class _AttemptFailed(Exception):
         super().__init__(reason)
         self.reason = reason
         self.accepted = accepted
-
-
-@dataclass
-class _Stream:
-    """What a generation stream has delivered so far, for resumption elsewhere."""
-
-    token_ids: list[int] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
 
 
 class Router:
@@ -83,7 +81,10 @@ class Router:
         heartbeat_s: float = 1.0,
         rng: random.Random | None = None,
         hedge: bool = False,
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._clock = clock  # unix seconds; tests inject their own
         self._self_id = self_id
         self._self_text = self_text
         self._view = view
@@ -94,7 +95,7 @@ class Router:
         self._stall_timeout = max(1.0, 3.0 * heartbeat_s)
         self._pending: dict[bytes, tuple[bytes, asyncio.Queue[object]]] = {}
         self.hedge = hedge  # send a second copy of a slow idempotent request elsewhere
-        self._policy = RetryPolicy()
+        self.policy = policy or RetryPolicy()
         self.ledger = InFlightLedger()
         self._result_load: dict[bytes, tuple[int, int]] = {}
         self.counters: Counter[str] = Counter()
@@ -130,7 +131,7 @@ class Router:
 
     def _candidates(self, service: str, only: bytes | None) -> list[Candidate]:
         return find_candidates(
-            self._view, service, time.time(), only=only, local_load=self._server.load_of
+            self._view, service, self._clock(), only=only, local_load=self._server.load_of
         )
 
     def send_one_way(self, address: str, payload: bytes, caller: str) -> None:
@@ -140,7 +141,7 @@ class Router:
         candidates = self._candidates(service, only)
         if not candidates:
             raise UnknownAgent(f"no agent named {service!r} in the mesh")
-        choice = choose(candidates, self.ledger, time.time(), self.rng)
+        choice = choose(candidates, self.ledger, self._clock(), self.rng)
         if not self._send(choice.node, OneWay(service=service, payload=payload, caller=caller)):
             raise TransportError(f"cannot reach the node hosting {service!r}")
 
@@ -159,15 +160,15 @@ class Router:
         on_chunk: OnChunk | None = None,
     ) -> bytes:
         """Route one request; returns the final result bytes or raises a typed MeshError."""
-        deadline = time.time() + timeout
+        deadline = self._clock() + timeout
         self.counters["requests"] += 1
         try:
             service, only = self._target(service)
         except UnknownAgent:
             self.counters["failed"] += 1
             raise
-        resumable = stream and method in _RESUMABLE
-        delivered = _Stream()
+        resumable = stream and method in RESUMABLE_METHODS
+        delivered = Delivered()
 
         async def deliver(data: bytes) -> None:
             if resumable:
@@ -181,17 +182,13 @@ class Router:
                 await on_chunk(data)
 
         exclude: set[bytes] = set()
-        attempts = 0
+        attempts = 0  # tries so far, refused or failed, each counted by the retry policy
         last_error: MeshError | None = None
         try:
             while True:
-                remaining = deadline - time.time()
+                remaining = deadline - self._clock()
                 if remaining <= 0:
-                    raise (
-                        last_error
-                        if isinstance(last_error, NoCapacity)
-                        else DeadlineExceeded(f"no answer from {service!r} within {timeout:.1f} s")
-                    )
+                    raise _at_deadline(last_error, service, timeout)
                 candidates = self._candidates(service, only)
                 if not candidates:
                     if (
@@ -202,20 +199,19 @@ class Router:
                         raise UnknownAgent(f"no agent or model named {service!r} in the mesh")
                     await asyncio.sleep(min(0.05, remaining))
                     continue
+                attempts += 1
                 try:
                     choice = choose(
-                        candidates, self.ledger, time.time(), self.rng, exclude=frozenset(exclude)
+                        candidates, self.ledger, self._clock(), self.rng, exclude=frozenset(exclude)
                     )
                 except NoCapacity as error:
                     last_error = error
-                    exclude.clear()  # everyone refused: wait a little, then try them all again
-                    await asyncio.sleep(min(0.05 * (1 + attempts), max(0.0, remaining)))
-                    attempts += 1
+                    exclude.clear()  # everyone is full or refused: back off, then try them all
+                    await self._back_off("busy", attempts, deadline, last_error)
                     continue
-                attempts += 1
                 current = payload
                 if resumable and delivered.token_ids:
-                    current = _resume_payload(payload, delivered)
+                    current = resume_payload(payload, delivered)
                 attempt = Request(
                     id=os.urandom(16),
                     service=service,
@@ -234,30 +230,30 @@ class Router:
                     last_error = NoCapacity(f"every node serving {service!r} is busy ({error})")
                     self.counters["rerouted"] += 1
                     exclude.add(choice.node)
+                    await self._back_off("busy", attempts, deadline, last_error)
                     continue
                 except UnknownAgent:
-                    exclude.add(choice.node)
+                    exclude.add(choice.node)  # its record was stale: another replica, at once
                     self.counters["rerouted"] += 1
                     continue
                 except _AttemptFailed as failure:
                     exclude.add(choice.node)
-                    if failure.accepted and not idempotent:
-                        lost = failure.reason == "agent_lost"
-                        raise (AgentLost if lost else MeshError)(
-                            f"node serving {service!r} failed ({failure.reason}) after accepting "
-                            "a request that is not idempotent; not retried"
-                        ) from None
                     if (delivered.token_ids and not resumable) or (
                         stream and not resumable and delivered.text
                     ):
                         raise MeshError(f"stream from {service!r} lost its node") from None
+                    kind: ErrorKind = "timeout" if failure.reason in _TIMEOUTS else "failed"
+                    last_error = _failed(service, failure, idempotent)
+                    await self._back_off(
+                        kind, attempts, deadline, last_error, idempotent, failure.accepted
+                    )
                     self.counters["retried"] += 1
                     if resumable and delivered.token_ids:
                         self.counters["resumed"] += 1
                     log.info("request_retried", service=service, reason=failure.reason)
                     continue
                 if resumable and delivered.token_ids:
-                    result = _merge_result(result, delivered)
+                    result = merge_result(result, delivered)
                 return result
         except asyncio.CancelledError:
             self.counters["cancelled"] += 1
@@ -265,6 +261,29 @@ class Router:
         except MeshError:
             self.counters["failed"] += 1
             raise
+
+    async def _back_off(
+        self,
+        kind: ErrorKind,
+        attempts: int,
+        deadline: float,
+        error: MeshError,
+        idempotent: bool = True,
+        accepted: bool = False,
+    ) -> None:
+        """Wait as :class:`RetryPolicy` says before the next try, or raise ``error`` when it
+        says not to retry (attempts exhausted, deadline too close, an accepted request that is
+        not idempotent)."""
+        now = self._clock()
+        decision = self.policy.decide(
+            kind, attempts, now, deadline, idempotent=idempotent, accepted=accepted
+        )
+        if not decision.retry:
+            if decision.reason == "deadline" and not isinstance(error, NoCapacity):
+                raise DeadlineExceeded(f"{error}; no time left to retry") from error
+            raise error
+        if decision.at > now:
+            await asyncio.sleep(decision.at - now)
 
     async def _attempt_or_hedge(
         self,
@@ -278,7 +297,7 @@ class Router:
         ``RetryPolicy.hedge_after`` (2× its estimate, at least 50 ms) is also sent to the next
         best node. The first answer wins and the other copy is cancelled."""
         delay_ms = (
-            self._policy.hedge_after(choice.estimate_ms, idempotent=request.idempotent)
+            self.policy.hedge_after(choice.estimate_ms, idempotent=request.idempotent)
             if self.hedge and not request.stream and len(candidates) > 1
             else None
         )
@@ -290,7 +309,7 @@ class Router:
             if not done:
                 try:
                     second = choose(
-                        candidates, self.ledger, time.time(), self.rng,
+                        candidates, self.ledger, self._clock(), self.rng,
                         exclude=frozenset({*exclude, choice.node}),
                     )  # fmt: skip
                 except NoCapacity:
@@ -318,7 +337,7 @@ class Router:
     async def _attempt(self, node: bytes, request: Request, deliver: OnChunk) -> bytes:
         """One try of ``request`` on ``node``, recorded in the ledger."""
         request_id, service = request.id, request.service
-        started = time.time()
+        started = self._clock()
         self.ledger.sent(node, service, request_id, started)
         finished_ok = False
         try:
@@ -329,7 +348,7 @@ class Router:
             raise _AttemptFailed("agent_lost", accepted=True) from error
         finally:
             if finished_ok:
-                now = time.time()
+                now = self._clock()
                 self.ledger.finished(
                     node, service, request_id, now, service_ms=(now - started) * 1000.0
                 )
@@ -346,7 +365,7 @@ class Router:
         request_id, service, deadline = request.id, request.service, request.deadline
         queue: asyncio.Queue[object] = asyncio.Queue()
         self._pending[request_id] = (node, queue)
-        sent_at = time.time()
+        sent_at = self._clock()
         accepted = answered = False
         expected_seq = 0
         try:
@@ -354,13 +373,13 @@ class Router:
                 raise _AttemptFailed("send_failed", accepted=False)
             while True:
                 wait = self._stall_timeout if accepted else self._accept_timeout
-                wait = min(wait, deadline - time.time())
+                wait = min(wait, deadline - self._clock())
                 if wait <= 0:
                     raise DeadlineExceeded(f"{service!r} did not answer before the deadline")
                 try:
                     message = await asyncio.wait_for(queue.get(), wait)
                 except TimeoutError:
-                    if time.time() >= deadline:
+                    if self._clock() >= deadline:
                         raise DeadlineExceeded(
                             f"{service!r} did not answer before the deadline"
                         ) from None
@@ -369,10 +388,10 @@ class Router:
                     raise _AttemptFailed("peer_down", accepted)
                 if isinstance(message, Accept):
                     self._view.observe_load(
-                        node, service, message.queue_depth, message.in_flight, time.time()
+                        node, service, message.queue_depth, message.in_flight, self._clock()
                     )
                     if not accepted:
-                        self._view.observe_rtt(node, (time.time() - sent_at) * 1000.0)
+                        self._view.observe_rtt(node, (self._clock() - sent_at) * 1000.0)
                     accepted = True
                 elif isinstance(message, Chunk):
                     accepted = True
@@ -396,26 +415,21 @@ class Router:
             self._pending.pop(request_id, None)
 
 
-def _resume_payload(payload: bytes, delivered: _Stream) -> bytes:
-    """The same request, continuing after the tokens already delivered. ``max_tokens`` stays:
-    the runtime counts resumed tokens towards it (the whole stream has that limit)."""
-    request = msgspec.msgpack.decode(payload, type=GenerateRequest)
-    resumed = msgspec.structs.replace(
-        request, resume_token_ids=[*request.resume_token_ids, *delivered.token_ids]
-    )
-    return msgspec.msgpack.encode(resumed)
+def _at_deadline(last_error: MeshError | None, service: str, timeout: float) -> MeshError:
+    if isinstance(last_error, NoCapacity):
+        return last_error
+    return DeadlineExceeded(f"no answer from {service!r} within {timeout:.1f} s")
 
 
-def _merge_result(data: bytes, delivered: _Stream) -> bytes:
-    """The final result of a resumed stream covers the whole stream: every chunk, all attempts."""
-    result = msgspec.msgpack.decode(data, type=GenerateResult)
-    merged = msgspec.structs.replace(
-        result,
-        text="".join(delivered.text),
-        completion_tokens=len(delivered.token_ids),
-        token_ids=list(delivered.token_ids),
-    )
-    return msgspec.msgpack.encode(merged)
+def _failed(service: str, failure: _AttemptFailed, idempotent: bool) -> MeshError:
+    """The error a failed attempt becomes when it is not retried."""
+    if failure.accepted and not idempotent:
+        kind = AgentLost if failure.reason == "agent_lost" else MeshError
+        return kind(
+            f"node serving {service!r} failed ({failure.reason}) after accepting "
+            "a request that is not idempotent; not retried"
+        )
+    return MeshError(f"node serving {service!r} failed ({failure.reason})")
 
 
 def _typed(message: Refuse | ErrorReply) -> MeshError:

@@ -31,8 +31,8 @@ which all see the same stale gossip, from stampeding onto the node that looked i
 simulation (``benchmarks/scheduler.py``, 200 ms gossip) a full scan doubles p99 against d = 2,
 and d = 3, 4 sit in between; always offering the fresh local node cuts p99 by another fifth.
 
-:class:`RetryPolicy` decides whether and when a refused, failed or timed-out request is retried
-elsewhere within its deadline, and when an idempotent request is worth hedging.
+:class:`~llmnode.nodes.requests.retry.RetryPolicy` decides whether and when a refused, failed or
+timed-out request is retried elsewhere within its deadline.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ from typing import Literal
 from llmnode.errors import NoCapacity
 
 NodeState = Literal["alive", "suspect", "dead", "left"]
-ErrorKind = Literal["busy", "failed", "timeout"]
 
 DEFAULT_SERVICE_MS = 100.0  # prior for a service time nobody has measured yet
 DEFAULT_CHOICES = 2  # d in power-of-d choices
@@ -350,60 +349,3 @@ def choose(
             best = Choice(candidate.node, estimate)
     assert best is not None  # sampled is never empty: capable is not
     return best
-
-
-@dataclass(frozen=True, slots=True)
-class RetryDecision:
-    """Whether to retry elsewhere, and at what time (seconds, the caller's clock)."""
-
-    retry: bool
-    at: float = 0.0
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """When a request that was refused, failed or timed out is retried on another node.
-
-    A refusal (``busy``) re-routes at once the first time (another node is likely free), then
-    backs off exponentially like the other kinds: ``base_backoff_ms`` × 2^(attempts - 1), capped
-    at ``max_backoff_ms``. No retry when the next attempt could not start with
-    ``min_useful_ms`` left before the deadline, after ``max_attempts`` attempts, or when a
-    non-idempotent request was accepted by a node (it may have run; running it twice is worse).
-    """
-
-    base_backoff_ms: float = 10.0
-    max_backoff_ms: float = 1000.0
-    max_attempts: int = 5
-    min_useful_ms: float = 1.0
-    hedge_factor: float = 2.0
-    hedge_min_ms: float = 50.0
-
-    def decide(
-        self,
-        kind: ErrorKind,
-        attempts: int,
-        now: float,
-        deadline: float,
-        *,
-        idempotent: bool = True,
-        accepted: bool = False,
-    ) -> RetryDecision:
-        """Decide after attempt number ``attempts`` (1 = the first) ended with ``kind``."""
-        if accepted and not idempotent and kind != "busy":
-            return RetryDecision(False, reason="not_idempotent")
-        if attempts >= self.max_attempts:
-            return RetryDecision(False, reason="attempts_exhausted")
-        exponent = attempts - 1 if kind != "busy" else attempts - 2
-        delay_ms = 0.0 if exponent < 0 else self.base_backoff_ms * 2.0**exponent
-        delay_ms = min(delay_ms, self.max_backoff_ms)
-        at = now + delay_ms / 1000.0
-        if deadline - at < self.min_useful_ms / 1000.0:
-            return RetryDecision(False, reason="deadline")
-        return RetryDecision(True, at=at, reason=kind)
-
-    def hedge_after(self, estimate_ms: float, *, idempotent: bool = True) -> float | None:
-        """Milliseconds after which to send a second copy elsewhere, or None not to hedge."""
-        if not idempotent or not math.isfinite(estimate_ms):
-            return None
-        return max(self.hedge_min_ms, self.hedge_factor * estimate_ms)

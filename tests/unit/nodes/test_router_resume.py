@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import msgspec
 
-from llmnode.nodes.requests.router import _merge_result, _resume_payload, _Stream
+from llmnode.nodes.requests.streams import Delivered, merge_result, resume_payload
 from llmnode.schemas.inference import GenerateRequest, GenerateResult
 
 
 def test_resume_keeps_the_whole_stream_token_limit_and_appends_delivered_tokens() -> None:
     original = GenerateRequest(prompt="hi", max_tokens=40, resume_token_ids=[1, 2])
-    delivered = _Stream(token_ids=[7, 8, 9], text=["a", "b"])
+    delivered = Delivered(token_ids=[7, 8, 9], text=["a", "b"])
     resumed = msgspec.msgpack.decode(
-        _resume_payload(msgspec.msgpack.encode(original), delivered), type=GenerateRequest
+        resume_payload(msgspec.msgpack.encode(original), delivered), type=GenerateRequest
     )
     # The runtime counts resumed tokens towards max_tokens, so the limit must not shrink.
     assert resumed.max_tokens == 40
@@ -21,12 +21,12 @@ def test_resume_keeps_the_whole_stream_token_limit_and_appends_delivered_tokens(
 
 
 def test_merged_result_covers_every_chunk_of_every_attempt() -> None:
-    delivered = _Stream(token_ids=[1, 2, 3], text=["Par", "is", "."])
+    delivered = Delivered(token_ids=[1, 2, 3], text=["Par", "is", "."])
     last = GenerateResult(
         text="is.", finish_reason="eos", prompt_tokens=5, completion_tokens=2, token_ids=[2, 3]
     )
     merged = msgspec.msgpack.decode(
-        _merge_result(msgspec.msgpack.encode(last), delivered), type=GenerateResult
+        merge_result(msgspec.msgpack.encode(last), delivered), type=GenerateResult
     )
     assert merged.text == "Paris."
     assert merged.token_ids == [1, 2, 3]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmnode.nodes.requests.scheduler import RetryPolicy
+from llmnode.nodes.requests.retry import RetryPolicy
 
 POLICY = RetryPolicy(base_backoff_ms=10.0, max_backoff_ms=40.0, max_attempts=6)
 
