@@ -178,6 +178,7 @@ class RequestServer:
                     id=call.request_id,
                     code="handler",
                     message=f"{type(error).__name__}: {error}",
+                    remote_type=type(error).__name__,
                 )
             )
         finally:
