@@ -180,6 +180,12 @@ class Bus:
         address = self._peers.pop(node_id, None)
         if address is not None and address not in self._peers.values():
             self._transport.disconnect(address)
+        self._sealer.forget(node_id)
+
+    @property
+    def tracked_senders(self) -> int:
+        """Senders whose replay window is kept: bounded by the members not yet forgotten."""
+        return self._sealer.tracked_senders
 
     def peer_address(self, node_id: bytes) -> str | None:
         return self._peers.get(node_id)

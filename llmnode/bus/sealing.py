@@ -133,6 +133,20 @@ class Sealer:
             self._pair_keys[cache_key] = key
         return key
 
+    def forget(self, peer: bytes) -> None:
+        """Drop what is kept per ``peer`` (its replay window, its pair keys): it left the mesh
+        long ago. Safe because membership forgets a node only after its tombstone timeout,
+        longer than the timestamp window, so any frame of its that is replayed later is refused
+        as too old."""
+        self._replay.forget(peer)
+        for cache_key in [cache_key for cache_key in self._pair_keys if cache_key[0] == peer]:
+            del self._pair_keys[cache_key]
+
+    @property
+    def tracked_senders(self) -> int:
+        """Senders with a replay window (bounded by the members not yet forgotten)."""
+        return len(self._replay)
+
     def _hello_key(self, mesh_key: bytes) -> bytes:
         key = self._hello_keys.get(mesh_key)
         if key is None:

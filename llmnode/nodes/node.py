@@ -85,7 +85,12 @@ class Node:
         *,
         services: Sequence[Service] = (),
         incarnation: int = 0,
+        membership_config: MembershipConfig | None = None,
     ) -> None:
+        # memberlist's LAN timings, every one scaled by the probe interval (tests: faster)
+        self._membership_config = membership_config or MembershipConfig().scaled(
+            1.0 / config.probe_interval
+        )
         self.config = config
         self.identity = identity
         self.node_id = identity.node_id
@@ -135,16 +140,15 @@ class Node:
         await self.bus.start()
         await self.control.start()
         address = self.bus.address
-        factor = 1.0 / self.config.probe_interval  # scaled() divides every timing by it
         self.membership = Membership(
             self.node_id,
             address,
-            MembershipConfig().scaled(factor),
+            self._membership_config,
             rng=random.Random(),
             incarnation=self._incarnation,
             verify_record=verify_record,
         )
-        self.view.peer(self.node_id, self.node_text).address = address
+        self.view.members = self.membership
         self._publish_state()
         log.info(
             "node_started",
@@ -217,40 +221,32 @@ class Node:
             self.bus.send(item.to, item.message)
 
     def _after_membership(self) -> None:
+        """Act on what membership decided: peers to reach, peers gone, newer state records."""
         assert self.membership is not None
         for event in self.membership.drain_events():
-            kind = event.kind
-            member = self.membership.member(event.node)
-            if member is None:
+            node, kind = event.node, event.kind
+            if kind == "forgotten":  # its tombstone expired: nothing of it stays anywhere
+                self.view.forget(node)
+                self.bus.forget_peer(node)
                 continue
-            peer = self.view.peer(member.node, node_id_to_text(member.node))
-            peer.state, peer.incarnation = member.state, member.incarnation
-            peer.address = member.address or peer.address
-            if member.address and member.node != self.node_id:
-                self.bus.add_peer(member.node, member.address)
+            if event.address and node != self.node_id:
+                self.bus.add_peer(node, event.address)
             if kind in ("dead", "left"):
-                self.router.on_peer_down(member.node)
-                self.clients.on_peer_down(member.node)
-            if member.record is not None and member.record.version > peer.record_version:
+                self.router.on_peer_down(node)
+                self.clients.on_peer_down(node)
+            record = event.record
+            if record is not None and record.version > self.view.record_version(node):
                 try:
-                    state = decode_state(member.record)
+                    state = decode_state(record)
                 except Rejected as error:
                     self.rejections[error.reason] += 1
                 else:
-                    self.view.set_record(
-                        member.node, peer.node_text, state, member.record.version, time.time()
-                    )
+                    text = node_id_to_text(node)
+                    self.view.set_record(node, text, state, record.version, time.time())
             if kind != "record_updated":
-                log.info("member_" + kind, peer=peer.node_text[:12], incarnation=member.incarnation)
-
-    def _sync_view(self) -> None:
-        """Refresh liveness and last-heard of every member in the view."""
-        assert self.membership is not None
-        for member in self.membership.members():
-            peer = self.view.peer(member.node, node_id_to_text(member.node))
-            peer.state, peer.incarnation = member.state, member.incarnation
-            peer.last_heard = member.last_heard
-            peer.address = member.address or peer.address
+                log.info(
+                    "member_" + kind, peer=node_id_to_text(node)[:12], incarnation=event.incarnation
+                )
 
     async def _receive_loop(self) -> None:
         while True:
@@ -292,7 +288,6 @@ class Node:
             now = time.time()
             self._send_all(self.membership.tick(now))
             self._after_membership()
-            self._sync_view()
             delay = self.membership.next_deadline() - time.time()
             await asyncio.sleep(min(max(delay, 0.005), self.config.probe_interval))
 
@@ -392,8 +387,6 @@ class Node:
         return reports.status_report(self)
 
     def peers(self) -> list[dict[str, object]]:
-        if self.membership is not None:
-            self._sync_view()
         return reports.peers_report(self)
 
     @property

@@ -20,6 +20,7 @@ from llmnode.bus.identity import Identity
 from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.memory import MemoryNetwork
 from llmnode.errors import MeshError
+from llmnode.nodes.membership import MembershipConfig
 from llmnode.nodes.node import Node
 from llmnode.nodes.requests.service import Emit, Service, ServiceCall
 from llmnode.schemas.config import NodeConfig
@@ -114,7 +115,13 @@ class InProcessMesh:
     def address(index: int) -> str:
         return f"tcp://127.0.0.1:{20000 + index}"
 
-    async def start(self, services: Sequence[Service] = (), **config: object) -> Node:
+    async def start(
+        self,
+        services: Sequence[Service] = (),
+        *,
+        membership_config: MembershipConfig | None = None,
+        **config: object,
+    ) -> Node:
         index = len(self.nodes)
         data_dir = self.root / f"n{index}"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -133,6 +140,7 @@ class InProcessMesh:
             MeshKeyRing(self.keyring.primary),
             self.network.endpoint(self.address(index)),
             services=services,
+            membership_config=membership_config,
         )
         self.nodes.append(node)
         self._tasks[node] = asyncio.create_task(node.run(), name=f"node-n{index}")

@@ -35,6 +35,7 @@ from llmnode.schemas.membership import (
     Ack,
     Gossip,
     Left,
+    MemberStateName,
     Nack,
     Ping,
     PingReq,
@@ -73,6 +74,11 @@ class Membership(FailureDetection):
     def member(self, node: bytes) -> Member | None:
         found = self._members.get(node)
         return None if found is None else self._snapshot(found)
+
+    def state_of(self, node: bytes) -> MemberStateName | None:
+        """``node``'s state as this node sees it (None: unknown, or forgotten); no snapshot."""
+        found = self._members.get(node)
+        return None if found is None else found.state
 
     def record(self, node: bytes) -> SignedRecord | None:
         return self._records.get(node)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from llmnode.schemas.membership import MembershipMessage, MemberStateName, SignedRecord
 
-EventKind = Literal["joined", "suspected", "alive", "dead", "left", "record_updated"]
+EventKind = Literal["joined", "suspected", "alive", "dead", "left", "record_updated", "forgotten"]
 LIVE_STATES = ("alive", "suspect")  # still members: probed, gossiped to, counted
 
 
@@ -37,7 +37,8 @@ class Member:
 class MemberEvent:
     """Something changed about ``node``: ``joined`` (new, or back after leaving), ``suspected``,
     ``alive`` (refuted a suspicion or came back from dead), ``dead``, ``left``,
-    ``record_updated`` (a newer verified state record)."""
+    ``record_updated`` (a newer verified state record), ``forgotten`` (its tombstone expired: the
+    member is gone from the table, and the shell drops what it kept about it)."""
 
     kind: EventKind
     node: bytes

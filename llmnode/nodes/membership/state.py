@@ -108,9 +108,13 @@ class MembershipState:
         for node, since in list(self._tombstones.items()):
             if since + timeout <= now:  # the same sum as next_deadline, so it cannot spin
                 del self._tombstones[node]
-                self._members.pop(node, None)
+                member = self._members.pop(node, None)
                 self._records.pop(node, None)
                 self._peer_set.discard(node)
+                if member is not None:  # the shell forgets it too (bus peer, view record)
+                    self._events.append(
+                        MemberEvent("forgotten", node, member.address, member.incarnation, now)
+                    )
 
     def _own_alive(self) -> Alive:
         return Alive(self.self_id, self._self.incarnation, self.address)

@@ -7,6 +7,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from llmnode._version import __version__
+from llmnode.bus.identity import node_id_to_text
 
 if TYPE_CHECKING:
     from llmnode.nodes.node import Node
@@ -22,7 +23,9 @@ def status_report(node: Node) -> dict[str, object]:
         "address": node.bus.address,
         "control": node.control.address,
         "incarnation": node.membership.incarnation if node.membership else 0,
-        "members_alive": sum(1 for p in node.view.peers.values() if p.state == "alive"),
+        "members_alive": sum(1 for member in node.membership.members() if member.state == "alive")
+        if node.membership
+        else 1,
         "resources": node.resources_now,
         "services": node.services_info(),
         "counters": {
@@ -51,22 +54,24 @@ def status_report(node: Node) -> dict[str, object]:
 
 
 def peers_report(node: Node) -> list[dict[str, object]]:
-    """What `llmnode peers` shows: one row per member this node knows."""
+    """What `llmnode peers` shows: one row per member, liveness from membership and everything
+    else from its state record. Reading it changes nothing."""
     now = time.time()
+    members = node.membership.members() if node.membership is not None else []
     rows: list[dict[str, object]] = []
-    for peer in node.view.peers.values():
-        record = peer.record
+    for member in members:
+        peer = node.view.peers.get(member.node)
+        record = peer.record if peer is not None else None
         gpus = record.resources.gpus if record else []
+        own = member.node == node.node_id
         rows.append(
             {
-                "node_id": peer.node_text,
+                "node_id": node_id_to_text(member.node),
                 "name": record.name if record else "",
-                "state": "alive" if peer.node == node.node_id else peer.state,
-                "incarnation": peer.incarnation
-                if peer.node != node.node_id or node.membership is None
-                else node.membership.incarnation,
-                "address": peer.address,
-                "self": peer.node == node.node_id,
+                "state": member.state,
+                "incarnation": member.incarnation,
+                "address": member.address,
+                "self": own,
                 "gpus": [gpu.name for gpu in gpus],
                 "free_memory_mb": sum(gpu.memory_free_mb for gpu in gpus)
                 if gpus
@@ -82,9 +87,9 @@ def peers_report(node: Node) -> list[dict[str, object]]:
                     for info in (record.services if record else [])
                 },
                 "last_heard_s": 0.0
-                if peer.node == node.node_id
-                else round(max(0.0, now - peer.last_heard), 2)
-                if peer.last_heard
+                if own
+                else round(max(0.0, now - member.last_heard), 2)
+                if member.last_heard
                 else None,
             }
         )

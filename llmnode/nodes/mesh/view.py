@@ -1,56 +1,77 @@
-"""This node's view of the mesh: members and their latest state records (no I/O).
+"""This node's view of the mesh: every member's latest state record and observed load (no I/O).
 
-Fed by the membership state machine (who is alive, suspect, dead, left) and by decoded, verified
-state records; read by the request path (:mod:`llmnode.nodes.requests.candidates`), ``llmnode
-peers`` and pub/sub.
+Who is alive, suspect, dead or left is membership's to say, and only membership's: the view asks
+it (:class:`MemberStates`) and keeps what membership does not: the verified, decoded state records
+(name, resources, services), round-trip times and the load piggybacked on replies. Read by the
+request path (:mod:`llmnode.nodes.requests.candidates`), ``llmnode peers`` and pub/sub. A member
+membership forgets (its tombstone expired) is forgotten here too, so the view stays bounded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
+from llmnode.schemas.membership import MemberStateName
 from llmnode.schemas.state import NodeState, ServiceInfo
+
+LIVE = ("alive", "suspect")
+
+
+class MemberStates(Protocol):
+    """Where liveness comes from: :class:`llmnode.nodes.membership.Membership`."""
+
+    def state_of(self, node: bytes) -> MemberStateName | None: ...
 
 
 @dataclass(slots=True)
 class Peer:
+    """What this node knows about one member besides its liveness."""
+
     node: bytes
     node_text: str
-    state: str = "alive"  # alive | suspect | dead | left
-    incarnation: int = 0
-    address: str = ""
-    last_heard: float = 0.0
     record: NodeState | None = None
     record_version: int = 0
     record_time: float = 0.0  # when we received that record
 
 
 class MeshView:
-    def __init__(
-        self,
-        self_id: bytes,
-        self_text: str,
-    ) -> None:
+    def __init__(self, self_id: bytes, self_text: str) -> None:
         self.self_id = self_id
-        self.peers: dict[bytes, Peer] = {}
+        self.members: MemberStates | None = None  # set once membership runs
+        self.peers: dict[bytes, Peer] = {self_id: Peer(node=self_id, node_text=self_text)}
         self.rtt_ms: dict[bytes, float] = {}
         # (node, service) -> (queue depth, in flight, when): load piggybacked on replies,
         # fresher than the gossiped record.
         self.fresh_load: dict[tuple[bytes, str], tuple[int, int, float]] = {}
-        self.peers[self_id] = Peer(node=self_id, node_text=self_text)
 
-    def peer(self, node: bytes, node_text: str) -> Peer:
-        found = self.peers.get(node)
-        if found is None:
-            found = self.peers[node] = Peer(node=node, node_text=node_text)
-        return found
+    def state_of(self, node: bytes) -> str:
+        """alive, suspect, dead or left, as membership says (this node: always alive)."""
+        if node == self.self_id or self.members is None:
+            return "alive"
+        return self.members.state_of(node) or "dead"
 
     def set_record(
         self, node: bytes, node_text: str, record: NodeState, version: int, now: float
     ) -> None:
-        peer = self.peer(node, node_text)
+        peer = self.peers.get(node)
+        if peer is None:
+            peer = self.peers[node] = Peer(node=node, node_text=node_text)
         if version >= peer.record_version:
             peer.record, peer.record_version, peer.record_time = record, version, now
+
+    def record_version(self, node: bytes) -> int:
+        peer = self.peers.get(node)
+        return 0 if peer is None else peer.record_version
+
+    def forget(self, node: bytes) -> None:
+        """Drop everything about ``node`` (membership forgot it)."""
+        if node == self.self_id:
+            return
+        self.peers.pop(node, None)
+        self.rtt_ms.pop(node, None)
+        for key in [key for key in self.fresh_load if key[0] == node]:
+            del self.fresh_load[key]
 
     def observe_rtt(self, node: bytes, rtt_ms: float) -> None:
         previous = self.rtt_ms.get(node)
@@ -59,7 +80,7 @@ class MeshView:
     def observe_load(
         self, node: bytes, service: str, queue_depth: int, in_flight: int, now: float
     ) -> None:
-        if queue_depth >= 0 and in_flight >= 0:
+        if queue_depth >= 0 and in_flight >= 0 and node in self.peers:
             self.fresh_load[(node, service)] = (queue_depth, in_flight, now)
 
     def resolve(self, target: str) -> bytes | None:
@@ -78,7 +99,7 @@ class MeshView:
         """Live (alive or suspect) peers advertising ``service``, with its info."""
         found: list[tuple[Peer, ServiceInfo]] = []
         for peer in self.peers.values():
-            if peer.state not in ("alive", "suspect") or peer.record is None:
+            if peer.record is None or self.state_of(peer.node) not in LIVE:
                 continue
             for info in peer.record.services:
                 if info.name == service:
@@ -98,7 +119,7 @@ class MeshView:
         return [
             peer.node
             for peer in self.peers.values()
-            if peer.state in ("alive", "suspect")
-            and peer.record is not None
+            if peer.record is not None
+            and self.state_of(peer.node) in LIVE
             and any(topic in info.topics for info in peer.record.services)
         ]

@@ -47,7 +47,7 @@ def candidates(
             Candidate(
                 node=peer.node,
                 service=service,
-                state="alive" if peer.state == "alive" else "suspect",
+                state="alive" if view.state_of(peer.node) == "alive" else "suspect",
                 slots=max(1, load.slots),
                 queue_limit=load.queue_limit,
                 gossip_queue_depth=queue_depth,
