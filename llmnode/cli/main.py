@@ -89,7 +89,7 @@ def init(
 ) -> None:
     """Create this node's identity and mesh key ring (a new mesh, or --mesh-key to join one)."""
     from llmnode.bus.keyring import MeshKeyRing  # noqa: PLC0415
-    from llmnode.cli.runner import load_or_create_identity  # noqa: PLC0415
+    from llmnode.cli.runner import load_keyring, load_or_create_identity  # noqa: PLC0415
     from llmnode.config import resolve_data_dir  # noqa: PLC0415
     from llmnode.nodes.control.server import KEYRING_FILE  # noqa: PLC0415
 
@@ -99,25 +99,8 @@ def init(
             return
         directory = resolve_data_dir(data_dir)
         identity = load_or_create_identity(directory)
-        ring_path = directory / KEYRING_FILE
-        if ring_path.exists() and not force and not mesh_key:
-            ring = MeshKeyRing.load(ring_path)
-            created = False
-        else:
-            if ring_path.exists() and not force and mesh_key:
-                ring = MeshKeyRing.load(ring_path)
-                key = MeshKeyRing.key_from_text(mesh_key)
-                if key not in ring:
-                    ring.add(key)
-                ring.use(key)
-            else:
-                ring = (
-                    MeshKeyRing(MeshKeyRing.key_from_text(mesh_key))
-                    if mesh_key
-                    else MeshKeyRing.generate()
-                )
-            ring.save(ring_path)
-            created = True
+        generated = not mesh_key and (force or not (directory / KEYRING_FILE).exists())
+        ring = load_keyring(directory, mesh_key or "", create=True, replace=force)
     except MeshError as error:
         _fail(str(error))
     key_text = MeshKeyRing.key_to_text(ring.primary)
@@ -129,7 +112,7 @@ def init(
     typer.echo(f"node id:   {identity.name}")
     typer.echo(f"data dir:  {directory}")
     typer.echo(f"mesh key:  {key_text}")
-    if created and not mesh_key:
+    if generated:
         typer.echo("\nShare the mesh key with the other machines (keep it secret):")
         typer.echo("  LLMNODE_MESH_KEY=<key> llmnode start --join <this host>:7946")
 

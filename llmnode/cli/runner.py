@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -42,11 +41,18 @@ def load_or_create_identity(data_dir: Path) -> Identity:
     return Identity.load_or_create(ensure_data_dir(data_dir) / IDENTITY_FILE)
 
 
-def load_keyring(data_dir: Path, mesh_key: str | None = None) -> MeshKeyRing:
-    """The node's key ring; a mesh key given (flag or LLMNODE_MESH_KEY) is added, made primary."""
+def load_keyring(
+    data_dir: Path, mesh_key: str | None = None, *, create: bool = False, replace: bool = False
+) -> MeshKeyRing:
+    """The node's key ring, the one place it is bootstrapped (``llmnode init`` and ``start``).
+
+    A mesh key given (argument or ``LLMNODE_MESH_KEY``) is added and made primary (with
+    ``replace``, it is the whole ring). Without one, an existing ring is used; with ``create``
+    (``init``) a missing (or, with ``replace``, any) ring is replaced by a new mesh's key;
+    otherwise a missing ring is a ConfigError that says how to get one."""
     path = data_dir / KEYRING_FILE
     mesh_key = mesh_key or os.environ.get("LLMNODE_MESH_KEY") or None
-    ring: MeshKeyRing | None = MeshKeyRing.load(path) if path.exists() else None
+    ring = MeshKeyRing.load(path) if path.exists() and not replace else None
     if mesh_key:
         key = MeshKeyRing.key_from_text(mesh_key.strip())
         if ring is None:
@@ -56,6 +62,9 @@ def load_keyring(data_dir: Path, mesh_key: str | None = None) -> MeshKeyRing:
             ring.use(key)
         elif ring.primary != key:
             ring.use(key)
+        ring.save(path)
+    elif ring is None and create:
+        ring = MeshKeyRing.generate()
         ring.save(path)
     if ring is None:
         raise ConfigError(
@@ -77,21 +86,9 @@ def next_incarnation(data_dir: Path) -> int:
     return current
 
 
-def default_advertise(listen: str) -> str | None:
-    """What to tell peers when listening on every interface: this host's address."""
-    host, _, port = listen.removeprefix("tcp://").rpartition(":")
-    if host not in ("0.0.0.0", "*", ""):
-        return None
-    try:
-        address = socket.gethostbyname(socket.gethostname())
-    except OSError:
-        address = "127.0.0.1"
-    return f"tcp://{address}:{port}" if port != "0" else None
-
-
 def build_transport(config: NodeConfig) -> Transport:
-    advertise = config.advertise or default_advertise(config.listen)
-    transport: Transport = ZmqTransport(config.listen, advertise)
+    # Listening on every interface, the transport advertises this host's address itself.
+    transport: Transport = ZmqTransport(config.listen, config.advertise or None)
     if config.fault_delay_ms > 0:
         from llmnode.bus.faults import DelayedTransport  # noqa: PLC0415
 

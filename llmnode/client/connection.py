@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import cast
 
+from llmnode.config import resolve_data_dir
 from llmnode.errors import (
     ConfigError,
     DeadlineExceeded,
@@ -53,21 +54,12 @@ from llmnode.schemas.messages import decode, encode
 
 log = get_logger(__name__)
 
-DEFAULT_DATA_DIR = Path("~/.local/share/llmnode")
 CONTROL_TIMEOUT = 10.0  # seconds to wait for the answer to a control operation
 REQUEST_GRACE = 5.0  # extra wait beyond a request's own timeout before giving up on the node
 SEND_TIMEOUT = 5.0
 KEEPALIVE_INTERVAL = 2.0  # the node forgets clients it has not heard from for 10 s
 
 Listener = Callable[[WireMessage], None]
-
-
-def data_dir_path(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The node data directory: the argument, else ``$LLMNODE_DATA_DIR``, else the default."""
-    if data_dir is not None:
-        return Path(data_dir).expanduser()
-    from_env = os.environ.get("LLMNODE_DATA_DIR")
-    return Path(from_env).expanduser() if from_env else DEFAULT_DATA_DIR.expanduser()
 
 
 def find_control(
@@ -80,7 +72,7 @@ def find_control(
 
     Raises :class:`NotRunning` when the node has not written them (it is not running there).
     """
-    directory = data_dir_path(data_dir)
+    directory = resolve_data_dir(data_dir)
     if address is None:
         address_file = directory / "control.address"
         try:
