@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import os
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -59,10 +61,16 @@ STOP_GRACE = 5.0  # seconds in-flight handlers get to finish on stop
 
 
 def load_agent_class(spec: str) -> type[Agent]:
-    """The Agent subclass named by ``"pkg.module:Class"``; ConfigError with the reason if not."""
+    """The Agent subclass named by ``"pkg.module:Class"``; ConfigError with the reason if not.
+
+    As ``python -m`` does, the current directory is searched first, so the README's
+    ``--agent examples.qa_pipeline:Writer`` works from a checkout with the installed command."""
     module_name, _, class_name = spec.partition(":")
     if not module_name or not class_name:
         raise ConfigError(f"agent {spec!r}: expected pkg.module:Class")
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
@@ -137,12 +145,18 @@ class AgentHost:
             await self.add(agent)
 
     async def run(self, agents: Iterable[Agent]) -> None:
-        """Host ``agents`` until cancelled, then stop them."""
+        """Host ``agents`` until cancelled (or the host fails), then stop them."""
         try:
             await self.start(*agents)
-            await asyncio.Event().wait()
+            await self.wait_failed()
         finally:
             await asyncio.shield(self.stop())
+
+    async def wait_failed(self) -> None:
+        """Return never while the host is healthy; raise what broke it (its heartbeat died)."""
+        if self._heartbeat is None:
+            raise ConfigError("the agent host has not started")
+        await asyncio.shield(self._heartbeat)
 
     async def add(self, agent: Agent) -> None:
         name = type(agent).name

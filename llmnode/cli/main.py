@@ -281,7 +281,7 @@ def start(
 ) -> None:
     """Run a node until SIGINT/SIGTERM, then leave the mesh gracefully."""
     from llmnode import log  # noqa: PLC0415
-    from llmnode.cli.runner import load_keyring, run_node  # noqa: PLC0415
+    from llmnode.cli.runner import load_agents, load_keyring, run_node  # noqa: PLC0415
     from llmnode.config import load_config, resolve_data_dir  # noqa: PLC0415
 
     overrides: dict[str, Any] = {
@@ -306,6 +306,13 @@ def start(
     }
     try:
         settings = load_config(config, overrides=overrides)
+    except MeshError as error:
+        _fail(str(error))
+    try:
+        load_agents(settings.agents)  # before the node starts: a wrong spec is a usage error
+    except MeshError as error:
+        _fail(str(error), code=2)
+    try:
         log.configure(settings.log_level, json=settings.log_json)
         directory = resolve_data_dir(settings.data_dir)
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -361,6 +368,11 @@ def status(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
             f"service   {service['name']:<32} queue {load.get('queue_depth', 0):>3}  in-flight "
             f"{load.get('in_flight', 0):>3}  {load.get('ewma_service_ms', 0):.0f} ms  "
             f"served {load.get('served', 0)}"
+        )
+    for agent_name, agent in data.get("agents", {}).items():
+        failure = f"  last error: {agent['last_error']}" if agent.get("last_error") else ""
+        typer.echo(
+            f"agent     {agent_name:<32} {agent['state']:<10} restarts {agent['restarts']}{failure}"
         )
     counters = data.get("counters", {})
     requests = counters.get("requests", {})
