@@ -15,7 +15,7 @@ from typing import Annotated, Any, TextIO, TypeVar
 
 import typer
 
-from llmnode.client.mesh import SyncMesh, connect_sync
+from llmnode.client.sync import SyncMesh, connect_sync
 from llmnode.errors import ConfigError, MeshError
 from llmnode.schemas.inference import ChatMessage
 
