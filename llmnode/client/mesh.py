@@ -338,7 +338,7 @@ class Mesh:
         """Host ``agents`` in this process for the duration of the block."""
         from llmnode.agents.host import AgentHost  # noqa: PLC0415 - host imports this module
 
-        host = AgentHost(self.client, mesh=self)
+        host = AgentHost(self)
         await host.start(*agents)
         try:
             yield
