@@ -10,10 +10,11 @@ The host heartbeats the node (a ``CtlStatus`` every 2 s; the node drops agents o
 not heard from for 10 s, or at once when its connection closes) and registers its agents again
 when the node comes back (the heartbeat reconnects to a restarted node).
 
-The node's ``--agent pkg.module:Class`` runs one of these in its own process::
+The node's ``--agent pkg.module:Class`` runs one of these in its own process (supervised by
+:mod:`llmnode.agents.supervisor`)::
 
     client = ControlClient(address, token); await client.connect()
-    host = AgentHost(client); await host.start(load_agent_class("pkg.module:Class")())
+    host = AgentHost(Mesh(client)); await host.start(load_agent_class("pkg.module:Class")())
     ...
     await host.stop()
 """
@@ -29,12 +30,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmnode.agents.agent import Agent, Context
-from llmnode.client.connection import ControlClient
 from llmnode.client.envelope import convert_body, decode_envelope, encode_envelope
-from llmnode.client.mesh import Mesh
 from llmnode.errors import (
     ConfigError,
     DeadlineExceeded,
@@ -53,6 +52,10 @@ from llmnode.schemas.control import (
     CtlStatus,
     CtlUnregister,
 )
+
+if TYPE_CHECKING:
+    from llmnode.client.connection import ControlClient
+    from llmnode.client.mesh import Mesh
 
 log = get_logger(__name__)
 
@@ -96,17 +99,14 @@ class _Hosted:
 
 
 class AgentHost:
-    """Hosts agents on the node behind ``client``: ``start(*agents)`` then ``stop()``."""
+    """Hosts agents on the node behind ``mesh``: ``start(*agents)`` then ``stop()``.
 
-    def __init__(
-        self,
-        client: ControlClient,
-        *,
-        mesh: Mesh | None = None,
-        heartbeat_interval: float = HEARTBEAT_INTERVAL,
-    ) -> None:
-        self.client = client
-        self.mesh = mesh or Mesh(client)
+    The host takes the mesh it is given (it never builds one), so it needs the SDK only for
+    types: the SDK's ``Mesh.serving`` builds hosts, and no import circle joins the two."""
+
+    def __init__(self, mesh: Mesh, *, heartbeat_interval: float = HEARTBEAT_INTERVAL) -> None:
+        self.mesh = mesh  # the agents' own view of the mesh (their Context uses it)
+        self.client: ControlClient = mesh.client
         self._heartbeat_interval = heartbeat_interval
         self._agents: dict[str, _Hosted] = {}
         self._tasks: set[asyncio.Task[None]] = set()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from llmnode.agents.agent import Agent
 from llmnode.agents.host import AgentHost
 from llmnode.client.connection import ControlClient
+from llmnode.client.mesh import Mesh
 from llmnode.log import get_logger
 
 log = get_logger(__name__)
@@ -97,7 +98,7 @@ class AgentSupervisor:
 
     async def _host(self, agent_class: type[Agent], state: AgentState) -> None:
         async with ControlClient(self._address, self._token) as client:
-            host = AgentHost(client)
+            host = AgentHost(Mesh(client))
             try:
                 await host.start(agent_class())
                 state.state = "running"
