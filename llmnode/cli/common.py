@@ -21,7 +21,8 @@ DataDir = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
-        help="Node data directory [env LLMNODE_DATA_DIR; default ~/.local/share/llmnode].",
+        help="Node data directory [env LLMNODE_DATA_DIR; default $XDG_DATA_HOME/llmnode, "
+        "else ~/.local/share/llmnode].",
     ),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]

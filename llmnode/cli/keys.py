@@ -66,7 +66,11 @@ def init(
         typer.echo("  LLMNODE_MESH_KEY=<key> llmnode start --join <this host>:7946")
 
 
-keys_app = typer.Typer(no_args_is_help=True, help="Rotate the mesh key ring (add, use, retire).")
+keys_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    help="Rotate the mesh key ring (add, use, retire).",
+)
 
 
 def _edit_ring(data_dir: Path | None, edit: Callable[[Any], None]) -> None:

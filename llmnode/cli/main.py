@@ -21,6 +21,8 @@ from llmnode.errors import MeshError
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
+    # Markdown, not rich markup: "[env LLMNODE_LISTEN]" in a help text is shown, not eaten.
+    rich_markup_mode="markdown",
     help="llmnode: a peer-to-peer mesh for serving language models and running agents.",
 )
 

@@ -54,3 +54,5 @@ def test_start_keeps_every_option() -> None:
         "--model-slots", "--model-queue-limit",
     ):  # fmt: skip
         assert option in output, option
+    # Bracketed notes are shown, not taken for rich markup and dropped.
+    assert "[env LLMNODE_NAME]" in " ".join(output.replace("│", " ").split())
