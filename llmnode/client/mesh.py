@@ -336,7 +336,7 @@ class Mesh:
     @contextlib.asynccontextmanager
     async def serving(self, *agents: Agent) -> AsyncIterator[None]:
         """Host ``agents`` in this process for the duration of the block."""
-        from llmnode.agents.host import AgentHost  # noqa: PLC0415 - host imports this module
+        from llmnode.agents.host import AgentHost  # noqa: PLC0415 - the agents sit above the SDK
 
         host = AgentHost(self)
         await host.start(*agents)
