@@ -49,9 +49,9 @@ _LAZY = {
     "handler": "llmnode.agents.agent",
     "subscribe": "llmnode.agents.agent",
     "Mesh": "llmnode.client.mesh",
-    "SyncMesh": "llmnode.client.mesh",
+    "SyncMesh": "llmnode.client.sync",
     "connect": "llmnode.client.mesh",
-    "connect_sync": "llmnode.client.mesh",
+    "connect_sync": "llmnode.client.sync",
     "ChatMessage": "llmnode.schemas.inference",
     "EmbedRequest": "llmnode.schemas.inference",
     "EmbedResult": "llmnode.schemas.inference",
@@ -70,7 +70,8 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from llmnode.agents.agent import Agent, Context, handler, subscribe
-    from llmnode.client.mesh import Mesh, SyncMesh, connect, connect_sync
+    from llmnode.client.mesh import Mesh, connect
+    from llmnode.client.sync import SyncMesh, connect_sync
     from llmnode.errors import (
         AccessDenied,
         AgentLost,

@@ -10,10 +10,11 @@ The host heartbeats the node (a ``CtlStatus`` every 2 s; the node drops agents o
 not heard from for 10 s, or at once when its connection closes) and registers its agents again
 when the node comes back (the heartbeat reconnects to a restarted node).
 
-The node's ``--agent pkg.module:Class`` runs one of these in its own process::
+The node's ``--agent pkg.module:Class`` runs one of these in its own process (supervised by
+:mod:`llmnode.agents.supervisor`)::
 
     client = ControlClient(address, token); await client.connect()
-    host = AgentHost(client); await host.start(load_agent_class("pkg.module:Class")())
+    host = AgentHost(Mesh(client)); await host.start(load_agent_class("pkg.module:Class")())
     ...
     await host.stop()
 """
@@ -23,16 +24,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import os
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmnode.agents.agent import Agent, Context
-from llmnode.client.connection import ControlClient
 from llmnode.client.envelope import convert_body, decode_envelope, encode_envelope
-from llmnode.client.mesh import Mesh
 from llmnode.errors import (
     ConfigError,
     DeadlineExceeded,
@@ -52,6 +53,10 @@ from llmnode.schemas.control import (
     CtlUnregister,
 )
 
+if TYPE_CHECKING:
+    from llmnode.client.connection import ControlClient
+    from llmnode.client.mesh import Mesh
+
 log = get_logger(__name__)
 
 HEARTBEAT_INTERVAL = 2.0
@@ -59,10 +64,16 @@ STOP_GRACE = 5.0  # seconds in-flight handlers get to finish on stop
 
 
 def load_agent_class(spec: str) -> type[Agent]:
-    """The Agent subclass named by ``"pkg.module:Class"``; ConfigError with the reason if not."""
+    """The Agent subclass named by ``"pkg.module:Class"``; ConfigError with the reason if not.
+
+    As ``python -m`` does, the current directory is searched first, so the README's
+    ``--agent examples.qa_pipeline:Writer`` works from a checkout with the installed command."""
     module_name, _, class_name = spec.partition(":")
     if not module_name or not class_name:
         raise ConfigError(f"agent {spec!r}: expected pkg.module:Class")
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
@@ -88,17 +99,14 @@ class _Hosted:
 
 
 class AgentHost:
-    """Hosts agents on the node behind ``client``: ``start(*agents)`` then ``stop()``."""
+    """Hosts agents on the node behind ``mesh``: ``start(*agents)`` then ``stop()``.
 
-    def __init__(
-        self,
-        client: ControlClient,
-        *,
-        mesh: Mesh | None = None,
-        heartbeat_interval: float = HEARTBEAT_INTERVAL,
-    ) -> None:
-        self.client = client
-        self.mesh = mesh or Mesh(client)
+    The host takes the mesh it is given (it never builds one), so it needs the SDK only for
+    types: the SDK's ``Mesh.serving`` builds hosts, and no import circle joins the two."""
+
+    def __init__(self, mesh: Mesh, *, heartbeat_interval: float = HEARTBEAT_INTERVAL) -> None:
+        self.mesh = mesh  # the agents' own view of the mesh (their Context uses it)
+        self.client: ControlClient = mesh.client
         self._heartbeat_interval = heartbeat_interval
         self._agents: dict[str, _Hosted] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -137,12 +145,18 @@ class AgentHost:
             await self.add(agent)
 
     async def run(self, agents: Iterable[Agent]) -> None:
-        """Host ``agents`` until cancelled, then stop them."""
+        """Host ``agents`` until cancelled (or the host fails), then stop them."""
         try:
             await self.start(*agents)
-            await asyncio.Event().wait()
+            await self.wait_failed()
         finally:
             await asyncio.shield(self.stop())
+
+    async def wait_failed(self) -> None:
+        """Return never while the host is healthy; raise what broke it (its heartbeat died)."""
+        if self._heartbeat is None:
+            raise ConfigError("the agent host has not started")
+        await asyncio.shield(self._heartbeat)
 
     async def add(self, agent: Agent) -> None:
         name = type(agent).name

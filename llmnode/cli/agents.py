@@ -15,7 +15,8 @@ from typing import Annotated, Any, TextIO, TypeVar
 
 import typer
 
-from llmnode.client.mesh import SyncMesh, connect_sync
+from llmnode.cli.common import DataDir, fail
+from llmnode.client.sync import SyncMesh, connect_sync
 from llmnode.errors import ConfigError, MeshError
 from llmnode.schemas.inference import ChatMessage
 
@@ -125,18 +126,12 @@ def chat(
 
 # ---- Typer ----------------------------------------------------------------------------------
 
-DataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", envvar="LLMNODE_DATA_DIR", help="The local node's data directory."),
-]
-
 
 def _run(action: Callable[[], T]) -> T:
     try:
         return action()
     except MeshError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+        fail(str(error))
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 

@@ -7,24 +7,27 @@ imports both ``nodes/`` and ``agents/``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmnode.bus.identity import Identity
 from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.transport import Transport
 from llmnode.bus.zmq_transport import ZmqTransport
-from llmnode.errors import ConfigError, MeshError
+from llmnode.errors import ConfigError
 from llmnode.log import get_logger
 from llmnode.nodes.control.server import KEYRING_FILE
 from llmnode.nodes.node import Node
 from llmnode.nodes.requests.service import Service
 from llmnode.schemas.config import NodeConfig
+
+if TYPE_CHECKING:
+    from llmnode.agents.agent import Agent
+    from llmnode.agents.supervisor import AgentSupervisor
 
 log = get_logger(__name__)
 
@@ -42,11 +45,18 @@ def load_or_create_identity(data_dir: Path) -> Identity:
     return Identity.load_or_create(ensure_data_dir(data_dir) / IDENTITY_FILE)
 
 
-def load_keyring(data_dir: Path, mesh_key: str | None = None) -> MeshKeyRing:
-    """The node's key ring; a mesh key given (flag or LLMNODE_MESH_KEY) is added, made primary."""
+def load_keyring(
+    data_dir: Path, mesh_key: str | None = None, *, create: bool = False, replace: bool = False
+) -> MeshKeyRing:
+    """The node's key ring, the one place it is bootstrapped (``llmnode init`` and ``start``).
+
+    A mesh key given (argument or ``LLMNODE_MESH_KEY``) is added and made primary (with
+    ``replace``, it is the whole ring). Without one, an existing ring is used; with ``create``
+    (``init``) a missing (or, with ``replace``, any) ring is replaced by a new mesh's key;
+    otherwise a missing ring is a ConfigError that says how to get one."""
     path = data_dir / KEYRING_FILE
     mesh_key = mesh_key or os.environ.get("LLMNODE_MESH_KEY") or None
-    ring: MeshKeyRing | None = MeshKeyRing.load(path) if path.exists() else None
+    ring = MeshKeyRing.load(path) if path.exists() and not replace else None
     if mesh_key:
         key = MeshKeyRing.key_from_text(mesh_key.strip())
         if ring is None:
@@ -56,6 +66,9 @@ def load_keyring(data_dir: Path, mesh_key: str | None = None) -> MeshKeyRing:
             ring.use(key)
         elif ring.primary != key:
             ring.use(key)
+        ring.save(path)
+    elif ring is None and create:
+        ring = MeshKeyRing.generate()
         ring.save(path)
     if ring is None:
         raise ConfigError(
@@ -77,21 +90,9 @@ def next_incarnation(data_dir: Path) -> int:
     return current
 
 
-def default_advertise(listen: str) -> str | None:
-    """What to tell peers when listening on every interface: this host's address."""
-    host, _, port = listen.removeprefix("tcp://").rpartition(":")
-    if host not in ("0.0.0.0", "*", ""):
-        return None
-    try:
-        address = socket.gethostbyname(socket.gethostname())
-    except OSError:
-        address = "127.0.0.1"
-    return f"tcp://{address}:{port}" if port != "0" else None
-
-
 def build_transport(config: NodeConfig) -> Transport:
-    advertise = config.advertise or default_advertise(config.listen)
-    transport: Transport = ZmqTransport(config.listen, advertise)
+    # Listening on every interface, the transport advertises this host's address itself.
+    transport: Transport = ZmqTransport(config.listen, config.advertise or None)
     if config.fault_delay_ms > 0:
         from llmnode.bus.faults import DelayedTransport  # noqa: PLC0415
 
@@ -116,16 +117,40 @@ def build_model_services(config: NodeConfig) -> list[Service]:
     return services
 
 
+def load_agents(specs: list[str]) -> list[type[Agent]]:
+    """The classes of ``--agent pkg.module:Class`` specs, checked before the node starts: a spec
+    that names no module or class is a ConfigError with one readable line."""
+    if not specs:
+        return []
+    from llmnode.agents.host import load_agent_class  # noqa: PLC0415 - imports the agents
+
+    return [load_agent_class(spec) for spec in specs]
+
+
+class HostingNode(Node):
+    """A node whose ``llmnode status`` also shows the agents this process hosts for it."""
+
+    supervisor: AgentSupervisor | None = None
+
+    def status(self) -> dict[str, object]:
+        report = super().status()
+        if self.supervisor is not None:
+            report["agents"] = self.supervisor.report()
+        return report
+
+
 async def run_node(config: NodeConfig, *, install_signals: bool = True) -> None:
-    """Run a node (and its ``--agent`` agents) until SIGINT/SIGTERM, then leave gracefully."""
+    """Run a node (and its supervised ``--agent`` agents) until SIGINT/SIGTERM, then leave
+    gracefully."""
     # Runtime worker threads hand results back to the event loop and the loop hands requests to
     # them; with the default 5 ms GIL switch interval each hand-off can wait for the other thread's
     # slice. 0.5 ms cut the mesh's added latency of an embed call by a quarter (BENCHMARKS.md).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    agents = load_agents(config.agents)
     data_dir = ensure_data_dir(Path(config.data_dir))
     identity = load_or_create_identity(data_dir)
     keyring = load_keyring(data_dir)
-    node = Node(
+    node = HostingNode(
         config,
         identity,
         keyring,
@@ -137,16 +162,26 @@ async def run_node(config: NodeConfig, *, install_signals: bool = True) -> None:
     if install_signals:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, _stopper(node, signum))
-    agents_task: asyncio.Task[None] | None = None
-    if config.agents:
-        agents_task = asyncio.create_task(_run_agents(node, config.agents))
+    if not agents:
+        await node.run()
+        return
+    hosting = asyncio.create_task(_host_agents(node, agents), name="agents")
     try:
         await node.run()
     finally:
-        if agents_task is not None:
-            agents_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, MeshError):
-                await agents_task
+        hosting.cancel()
+        (outcome,) = await asyncio.gather(hosting, return_exceptions=True)
+        if isinstance(outcome, Exception):  # the supervisor restarts failures: this is a bug
+            log.error("agent_supervisor_failed", error=repr(outcome))
+
+
+async def _host_agents(node: HostingNode, agents: list[type[Agent]]) -> None:
+    """Host the ``--agent`` agents in this process, supervised, once the node is ready."""
+    from llmnode.agents.supervisor import AgentSupervisor  # noqa: PLC0415
+
+    await node.ready.wait()
+    node.supervisor = AgentSupervisor(agents, node.control.address, node.control.token)
+    await node.supervisor.run()
 
 
 def _stopper(node: Node, signum: int) -> Callable[[], None]:
@@ -155,19 +190,3 @@ def _stopper(node: Node, signum: int) -> Callable[[], None]:
         node.stop()
 
     return stop
-
-
-async def _run_agents(node: Node, specs: list[str]) -> None:
-    """Host ``--agent pkg.module:Class`` agents in this process, attached to this node."""
-    from llmnode.agents.host import AgentHost, load_agent_class  # noqa: PLC0415
-    from llmnode.client.connection import ControlClient  # noqa: PLC0415
-
-    classes = [load_agent_class(spec) for spec in specs]
-    await node.ready.wait()
-    async with ControlClient(node.control.address, node.control.token) as client:
-        host = AgentHost(client)
-        await host.start(*(cls() for cls in classes))
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await host.stop()

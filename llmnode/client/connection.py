@@ -23,10 +23,11 @@ import functools
 import itertools
 import os
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from types import TracebackType
 from typing import cast
 
+from llmnode.client.local_node import find_control
+from llmnode.client.stream import REQUEST_GRACE, ControlStream
 from llmnode.errors import (
     ConfigError,
     DeadlineExceeded,
@@ -53,145 +54,11 @@ from llmnode.schemas.messages import decode, encode
 
 log = get_logger(__name__)
 
-DEFAULT_DATA_DIR = Path("~/.local/share/llmnode")
 CONTROL_TIMEOUT = 10.0  # seconds to wait for the answer to a control operation
-REQUEST_GRACE = 5.0  # extra wait beyond a request's own timeout before giving up on the node
 SEND_TIMEOUT = 5.0
 KEEPALIVE_INTERVAL = 2.0  # the node forgets clients it has not heard from for 10 s
 
 Listener = Callable[[WireMessage], None]
-
-
-def data_dir_path(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The node data directory: the argument, else ``$LLMNODE_DATA_DIR``, else the default."""
-    if data_dir is not None:
-        return Path(data_dir).expanduser()
-    from_env = os.environ.get("LLMNODE_DATA_DIR")
-    return Path(from_env).expanduser() if from_env else DEFAULT_DATA_DIR.expanduser()
-
-
-def find_control(
-    data_dir: str | os.PathLike[str] | None = None,
-    *,
-    address: str | None = None,
-    token: str | bytes | None = None,
-) -> tuple[str, bytes]:
-    """The control address and token of the node owning ``data_dir``; explicit values win.
-
-    Raises :class:`NotRunning` when the node has not written them (it is not running there).
-    """
-    directory = data_dir_path(data_dir)
-    if address is None:
-        address_file = directory / "control.address"
-        try:
-            address = address_file.read_text().strip()
-        except FileNotFoundError:
-            raise NotRunning(
-                f"no llmnode node is running (looked for {address_file}); "
-                "start one with `llmnode start`"
-            ) from None
-        except OSError as error:
-            raise NotRunning(f"cannot read {address_file}: {error.strerror}") from error
-        if address.startswith("ipc://") and not Path(address[len("ipc://") :]).exists():
-            raise NotRunning(
-                f"no llmnode node is running (looked for {address[len('ipc://') :]}); "
-                "start one with `llmnode start`"
-            )
-    if token is None:
-        token_file = directory / "control.token"
-        try:
-            token = token_file.read_text().strip()
-        except FileNotFoundError:
-            raise NotRunning(
-                f"no llmnode node is running (looked for {token_file}); "
-                "start one with `llmnode start`"
-            ) from None
-        except PermissionError as error:
-            raise NotRunning(f"cannot read {token_file}: permission denied") from error
-    token_bytes = token.encode() if isinstance(token, str) else token
-    return address, token_bytes
-
-
-class ControlStream:
-    """The chunks of one streamed request, as an async iterator of ``bytes``.
-
-    After the iterator is exhausted, :attr:`result` holds the final data (the ``CtlOk``).
-    Closing it early (``aclose()``, leaving ``async with``) cancels the request on the node.
-    """
-
-    def __init__(self, client: ControlClient, request: CtlRequest) -> None:
-        self._client = client
-        self._request = request
-        self._queue: asyncio.Queue[WireMessage] = asyncio.Queue()
-        self._started = False
-        self._finished = False
-        self._next_seq = 0
-        self.result: bytes | None = None
-
-    async def __aenter__(self) -> ControlStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __aiter__(self) -> ControlStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._finished:
-            raise StopAsyncIteration
-        if not self._started:
-            self._started = True
-            self._client._pending[self._request.id] = self._queue
-            try:
-                await self._client.send(self._request)
-            except BaseException:
-                self._finished = True
-                self._client._pending.pop(self._request.id, None)
-                raise
-        while True:
-            try:
-                async with asyncio.timeout(self._request.timeout + REQUEST_GRACE):
-                    message = await self._queue.get()
-            except TimeoutError:
-                await self.aclose()
-                raise DeadlineExceeded(
-                    f"no answer to {self._request.service}.{self._request.method} "
-                    f"within {self._request.timeout:g} s"
-                ) from None
-            if isinstance(message, CtlChunk):
-                if message.seq < self._next_seq:
-                    continue  # a duplicate (e.g. re-sent after a failover)
-                self._next_seq = message.seq + 1
-                return message.data
-            self._finished = True
-            self._client._pending.pop(self._request.id, None)
-            if isinstance(message, CtlOk):
-                self.result = message.data
-                raise StopAsyncIteration
-            if isinstance(message, CtlError):
-                raise error_from_code(
-                    message.code,
-                    message.message,
-                    remote_type=message.remote_type,
-                    reason=message.reason,
-                )
-            raise ProtocolError(f"unexpected {type(message).__name__} on a request stream")
-
-    async def aclose(self) -> None:
-        """Stop waiting; if the request is still running, cancel it on the node."""
-        if self._finished:
-            return
-        self._finished = True
-        self._client._pending.pop(self._request.id, None)
-        if self._started:
-            with contextlib.suppress(MeshError):
-                await self._client.send(CtlCancel(id=self._request.id))
 
 
 class _ClientProtocol(asyncio.Protocol):

@@ -1,5 +1,4 @@
-"""The Python SDK: ``connect()`` to the local node and use the mesh (does I/O through the node's
-control socket).
+"""The Python SDK: ``connect()`` to the local node and use the mesh (I/O: its control socket).
 
     async with llmnode.connect() as mesh:
         answer = await mesh.request("writer", Ask(question="..."), reply_type=Answer)
@@ -12,10 +11,8 @@ control socket).
         async with mesh.serving(MyAgent()):   # host agents in this process
             ...
 
-``connect_sync()`` gives the same methods for scripts and notebooks (its own event loop in a
-background thread; ``generate`` and ``chat(stream=True)`` return plain iterators). Errors are the
-typed ones of :mod:`llmnode.errors`: NotRunning (no local node), UnknownAgent, DeadlineExceeded,
-NoCapacity, AccessDenied, HandlerError (the remote handler raised).
+``connect_sync()`` (:mod:`llmnode.client.sync`) gives the same methods to plain code. Errors are
+typed (:mod:`llmnode.errors`): NotRunning, UnknownAgent, DeadlineExceeded, NoCapacity, ...
 """
 
 from __future__ import annotations
@@ -23,8 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import threading
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
@@ -32,22 +28,20 @@ import msgspec
 
 from llmnode.client.connection import ControlClient
 from llmnode.client.envelope import convert_body, decode_envelope, encode_envelope
-from llmnode.errors import ConfigError, ProtocolError
-from llmnode.schemas.control import CtlPeers, CtlPublish, CtlRequest, CtlSend, CtlStatus
-from llmnode.schemas.inference import (
-    ChatMessage,
-    EmbedRequest,
-    EmbedResult,
-    GenerateRequest,
-    GenerateResult,
-    TokenChunk,
+from llmnode.client.inputs import (
+    ChatInput,
+    chat_messages,
+    decode_answer,
+    generate_request,
+    model_service,
 )
+from llmnode.schemas.control import CtlPeers, CtlPublish, CtlRequest, CtlSend, CtlStatus
+from llmnode.schemas.inference import EmbedRequest, EmbedResult, GenerateResult, TokenChunk
 
 if TYPE_CHECKING:
     from llmnode.agents.agent import Agent
 
 T = TypeVar("T")
-ChatInput = str | list[ChatMessage] | list[dict[str, str]]
 
 _ENCODER = msgspec.msgpack.Encoder()
 _TOKEN_CHUNK = msgspec.msgpack.Decoder(TokenChunk)
@@ -56,38 +50,6 @@ _EMBED_RESULT = msgspec.msgpack.Decoder(EmbedResult)
 _ANY = msgspec.msgpack.Decoder()
 DEFAULT_TIMEOUT = 30.0
 GENERATE_TIMEOUT = 120.0
-
-
-def model_service(model: str) -> str:
-    """The service name of a model: ``model:NAME`` (a name that already has it is kept)."""
-    return model if model.startswith("model:") else f"model:{model}"
-
-
-def chat_messages(messages: ChatInput, system: str | None = None) -> list[ChatMessage]:
-    """Normalise a chat input: a string is one user turn; dicts become ChatMessage."""
-    if isinstance(messages, str):
-        turns = [ChatMessage(role="user", content=messages)]
-    else:
-        turns = [
-            m if isinstance(m, ChatMessage) else msgspec.convert(m, ChatMessage) for m in messages
-        ]
-    if system:
-        turns = [ChatMessage(role="system", content=system), *turns]
-    return turns
-
-
-def _generate_request(options: dict[str, Any], **fields: Any) -> GenerateRequest:
-    try:
-        return GenerateRequest(**fields, **options)
-    except TypeError as error:
-        raise ConfigError(f"bad generation option: {error}") from error
-
-
-def _decode(decoder: msgspec.msgpack.Decoder[Any], data: bytes, what: str) -> Any:
-    try:
-        return decoder.decode(data)
-    except msgspec.MsgspecError as error:
-        raise ProtocolError(f"malformed {what} from the node: {error}") from error
 
 
 class Mesh:
@@ -231,6 +193,7 @@ class Mesh:
 
     async def generate(
         self,
+        /,
         model: str,
         prompt: str = "",
         *,
@@ -242,10 +205,10 @@ class Mesh:
         """Text deltas of a completion of ``prompt`` (or of a chat, with ``messages=``).
         ``options``: max_tokens, temperature, top_p, top_k, seed, stop."""
         if messages is not None:
-            body = _generate_request(options, messages=chat_messages(messages))
+            body = generate_request(options, messages=chat_messages(messages))
             method = "chat"
         else:
-            body = _generate_request(options, prompt=prompt)
+            body = generate_request(options, prompt=prompt)
             method = "generate"
         request = self._request(
             model_service(model),
@@ -257,7 +220,7 @@ class Mesh:
         )
         async with self.client.stream(request) as stream:
             async for data in stream:
-                chunk: TokenChunk = _decode(_TOKEN_CHUNK, data, "token chunk")
+                chunk: TokenChunk = decode_answer(_TOKEN_CHUNK, data, "token chunk")
                 if chunk.text:
                     yield chunk.text
 
@@ -271,13 +234,13 @@ class Mesh:
         caller: str | None,
         options: dict[str, Any],
     ) -> str:
-        body = _generate_request(options, messages=chat_messages(messages, system))
+        body = generate_request(options, messages=chat_messages(messages, system))
         answer = await self.client.call(
             self._request(
                 model_service(model), "chat", _ENCODER.encode(body), timeout=timeout, caller=caller
             )
         )
-        result: GenerateResult = _decode(_GENERATE_RESULT, answer.data, "generation result")
+        result: GenerateResult = decode_answer(_GENERATE_RESULT, answer.data, "generation result")
         return result.text
 
     @overload
@@ -349,7 +312,7 @@ class Mesh:
         answer = await self.client.call(
             self._request(model_service(model), "embed", payload, timeout=timeout, caller=caller)
         )
-        result: EmbedResult = _decode(_EMBED_RESULT, answer.data, "embedding result")
+        result: EmbedResult = decode_answer(_EMBED_RESULT, answer.data, "embedding result")
         return result.rows()
 
     # ---- the node ----------------------------------------------------------------------------
@@ -357,13 +320,15 @@ class Mesh:
     async def status(self) -> dict[str, Any]:
         """The local node: node_id, name, uptime_s, address, resources, services, counters."""
         answer = await self.client.call(CtlStatus(id=self.client.next_id()))
-        data: dict[str, Any] = _decode(_ANY, answer.data, "status") if answer.data else {}
+        data: dict[str, Any] = decode_answer(_ANY, answer.data, "status") if answer.data else {}
         return data
 
     async def peers(self) -> list[dict[str, Any]]:
         """The members the local node knows, with their state, resources and services."""
         answer = await self.client.call(CtlPeers(id=self.client.next_id()))
-        data: list[dict[str, Any]] = _decode(_ANY, answer.data, "peers") if answer.data else []
+        data: list[dict[str, Any]] = (
+            decode_answer(_ANY, answer.data, "peers") if answer.data else []
+        )
         return data
 
     # ---- hosting agents ----------------------------------------------------------------------
@@ -371,9 +336,9 @@ class Mesh:
     @contextlib.asynccontextmanager
     async def serving(self, *agents: Agent) -> AsyncIterator[None]:
         """Host ``agents`` in this process for the duration of the block."""
-        from llmnode.agents.host import AgentHost  # noqa: PLC0415 - host imports this module
+        from llmnode.agents.host import AgentHost  # noqa: PLC0415 - the agents sit above the SDK
 
-        host = AgentHost(self.client, mesh=self)
+        host = AgentHost(self)
         await host.start(*agents)
         try:
             yield
@@ -386,7 +351,7 @@ class Mesh:
             await asyncio.Event().wait()
 
 
-async def _open(
+async def open_mesh(
     data_dir: str | os.PathLike[str] | None,
     address: str | None,
     token: str | bytes | None,
@@ -405,10 +370,10 @@ class _Connection:
         self._mesh: Mesh | None = None
 
     def __await__(self) -> Generator[Any, None, Mesh]:
-        return _open(*self._arguments).__await__()
+        return open_mesh(*self._arguments).__await__()
 
     async def __aenter__(self) -> Mesh:
-        self._mesh = await _open(*self._arguments)
+        self._mesh = await open_mesh(*self._arguments)
         return self._mesh
 
     async def __aexit__(
@@ -431,117 +396,3 @@ def connect(
     """Connect to the local node (found through ``data_dir``, ``$LLMNODE_DATA_DIR`` or the
     default data dir; ``address``/``token`` override). Raises NotRunning when none answers."""
     return _Connection(data_dir, address, token, name)
-
-
-class SyncMesh:
-    """:class:`Mesh` for synchronous code: an event loop of its own in a background thread."""
-
-    def __init__(
-        self,
-        data_dir: str | os.PathLike[str] | None = None,
-        *,
-        address: str | None = None,
-        token: str | bytes | None = None,
-        name: str | None = None,
-    ) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="llmnode_sdk_loop", daemon=True
-        )
-        self._thread.start()
-        try:
-            self.mesh = self._run(_open(data_dir, address, token, name))
-        except BaseException:
-            self._stop_loop()
-            raise
-
-    def _run(self, awaitable: Awaitable[T]) -> T:
-        async def wrapped() -> T:
-            return await awaitable
-
-        return asyncio.run_coroutine_threadsafe(wrapped(), self._loop).result()
-
-    def _iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
-        try:
-            while True:
-                try:
-                    yield self._run(iterator.__anext__())
-                except StopAsyncIteration:
-                    return
-        finally:
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None and self._loop.is_running():
-                self._run(aclose())
-
-    def _stop_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()
-
-    def close(self) -> None:
-        if self._loop.is_closed():
-            return
-        self._run(self.mesh.close())
-        self._stop_loop()
-
-    def __enter__(self) -> SyncMesh:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def request(self, to: str, message: Any, **options: Any) -> Any:
-        return self._run(self.mesh.request(to, message, **options))
-
-    def send(self, to: str, message: Any, **options: Any) -> None:
-        self._run(self.mesh.send(to, message, **options))
-
-    def publish(self, topic: str, message: Any, **options: Any) -> None:
-        self._run(self.mesh.publish(topic, message, **options))
-
-    def subscribe(self, topic: str, *, message_type: Any = None) -> Iterator[Any]:
-        return self._iterate(self.mesh.subscribe(topic, message_type=message_type))
-
-    def generate(self, model: str, prompt: str = "", **options: Any) -> Iterator[str]:
-        return self._iterate(self.mesh.generate(model, prompt, **options))
-
-    def chat(self, model: str, messages: ChatInput, *, stream: bool = False, **options: Any) -> Any:
-        """The whole answer, or with ``stream=True`` an iterator of text deltas."""
-        if stream:
-            return self._iterate(self.mesh.chat(model, messages, stream=True, **options))
-        return self._run(self.mesh.chat(model, messages, **options))
-
-    def embed(self, model: str, texts: str | list[str], **options: Any) -> list[list[float]]:
-        return self._run(self.mesh.embed(model, texts, **options))
-
-    def status(self) -> dict[str, Any]:
-        return self._run(self.mesh.status())
-
-    def peers(self) -> list[dict[str, Any]]:
-        return self._run(self.mesh.peers())
-
-    def serve(self, *agents: Agent) -> None:
-        """Host ``agents`` until Ctrl-C."""
-        future = asyncio.run_coroutine_threadsafe(self.mesh.serve(*agents), self._loop)
-        try:
-            future.result()
-        except KeyboardInterrupt:
-            future.cancel()
-            with contextlib.suppress(BaseException):
-                future.result(timeout=10)
-
-
-def connect_sync(
-    data_dir: str | os.PathLike[str] | None = None,
-    *,
-    address: str | None = None,
-    token: str | bytes | None = None,
-    name: str | None = None,
-) -> SyncMesh:
-    """Synchronous :func:`connect`; use ``with connect_sync() as mesh:`` or call ``close()``."""
-    return SyncMesh(data_dir, address=address, token=token, name=name)

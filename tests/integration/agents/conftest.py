@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from llmnode.agents.models.store import default_root
-from llmnode.client.mesh import SyncMesh, connect_sync
+from llmnode.client.sync import SyncMesh, connect_sync
 from llmnode.errors import MeshError
 
 HERE = Path(__file__).resolve().parent

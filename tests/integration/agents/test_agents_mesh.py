@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from llmnode.agents.agent import Agent, Context, handler
-from llmnode.client.mesh import Mesh, connect, connect_sync
+from llmnode.client.mesh import Mesh, connect
+from llmnode.client.sync import connect_sync
 from llmnode.errors import AccessDenied, HandlerError, NotRunning, UnknownAgent
 from tests.integration.agents.conftest import CLI, Cluster, NodeProcess
 from tests.integration.agents.mesh_test_agents import Ping, Pong, Relay

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from llmnode.agents.agent import Agent, Context, handler, subscribe
 from llmnode.agents.host import load_agent_class
-from llmnode.client.connection import find_control
 from llmnode.client.envelope import convert_body, decode_envelope, encode_envelope, message_tag
+from llmnode.client.local_node import find_control
 from llmnode.errors import (
     AgentError,
     ConfigError,

@@ -1,0 +1,44 @@
+"""What every ``llmnode`` command shares: one-line errors, running a coroutine, common options.
+
+Every :class:`~llmnode.errors.MeshError` ends a command with one readable line on stderr and a
+non-zero exit status; no library traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from llmnode.errors import MeshError
+
+T = TypeVar("T")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Node data directory [env LLMNODE_DATA_DIR; default $XDG_DATA_HOME/llmnode, "
+        "else ~/.local/share/llmnode].",
+    ),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """End the command: ``error: message`` on stderr, exit status ``code``."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine``; a MeshError ends the command with one line, Ctrl-C with status 130."""
+    try:
+        return asyncio.run(coroutine)
+    except MeshError as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
