@@ -21,6 +21,7 @@ from pathlib import Path
 import msgspec
 
 from llmnode import __version__
+from llmnode.bus.admission import MeshKeyRefused
 from llmnode.bus.bus import Bus
 from llmnode.bus.identity import Identity, node_id_to_text
 from llmnode.bus.keyring import MeshKeyRing
@@ -306,6 +307,9 @@ class Node:
                         pending.remove(seed)
                         continue
                     peer = await self.bus.connect(address, timeout=2.0)
+                except MeshKeyRefused as error:  # a clear line, not "unreachable"
+                    log.warning("seed_refused_mesh_key", seed=seed, reason=str(error))
+                    continue
                 except MeshError as error:
                     log.info("seed_unreachable", seed=seed, reason=str(error))
                     continue
