@@ -19,6 +19,7 @@ from llmnode.bus.identity import Identity
 from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.transport import Transport
 from llmnode.bus.zmq_transport import ZmqTransport
+from llmnode.config import lock_data_dir
 from llmnode.errors import ConfigError, MeshError
 from llmnode.log import get_logger
 from llmnode.nodes.control import KEYRING_FILE
@@ -123,6 +124,7 @@ async def run_node(config: NodeConfig, *, install_signals: bool = True) -> None:
     # slice. 0.5 ms cut the mesh's added latency of an embed call by a quarter (BENCHMARKS.md).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     data_dir = ensure_data_dir(Path(config.data_dir))
+    data_dir_lock = lock_data_dir(data_dir)  # one node per data dir; released in finally
     identity = load_or_create_identity(data_dir)
     keyring = load_keyring(data_dir)
     node = Node(
@@ -143,6 +145,7 @@ async def run_node(config: NodeConfig, *, install_signals: bool = True) -> None:
     try:
         await node.run()
     finally:
+        data_dir_lock.release()
         if agents_task is not None:
             agents_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, MeshError):
