@@ -85,7 +85,7 @@ def configure_client(socket: zmq.Socket[Any], mesh_key: bytes) -> None:
     socket.setsockopt(zmq.CURVE_SECRETKEY, secret)
 
 
-class _Credentials:
+class MeshKeyCredentials:
     """The ZAP callback: admits client keys derived from a key in the live ring."""
 
     def __init__(self, keyring: MeshKeyRing) -> None:
@@ -119,7 +119,7 @@ class Admission:
         authenticator = AsyncioAuthenticator(context)
         authenticator.start()
         authenticator.configure_curve_callback(
-            ZAP_DOMAIN, credentials_provider=_Credentials(self.keyring)
+            ZAP_DOMAIN, credentials_provider=MeshKeyCredentials(self.keyring)
         )
         self._authenticator = authenticator
 
