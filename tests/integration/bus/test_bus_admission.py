@@ -16,10 +16,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import zmq
 
 from llmnode.bus.admission import HANDSHAKE_TIMEOUT_MS, configure_client
 from llmnode.bus.keyring import MeshKeyRing
+
+pytestmark = pytest.mark.slow
 
 RSS_GROWTH_BOUND = 64 * 1024 * 1024  # the attack below sends 256 MiB
 IDLE_FD_BOUND = 128  # open descriptors once the handshake deadline has passed
