@@ -6,7 +6,13 @@ One run measures, with 200-byte payloads:
   zmq.asyncio, two processes: request/reply RTT (p50, p99) and one-way throughput;
 - crypto: seal + open of one frame in process (sign + encrypt + verify + decrypt), and open
   alone (verify + decrypt, the receiver's share);
-- bus: llmnode Bus over ZmqTransport, same processes and pattern: RTT and throughput.
+- bus_open: the Bus without admission (plain ZeroMQ, as before CurveZMQ admission): RTT and
+  throughput, the baseline of admission's cost (``admission_rtt_ratio``,
+  ``admission_throughput_ratio``);
+- bus: llmnode Bus over ZmqTransport with admission, same processes and pattern: RTT and
+  throughput; then RTT again while an outsider attacks (one plain DEALER sending 64 x 1 MiB
+  multipart messages in a loop, one wrong-key CURVE DEALER doing the same, and 1,500 idle TCP
+  connections): ``attack_rtt_p99_us`` against the calm ``bus_rtt_p99_us`` (target <= 2x).
 
 Targets: bus p50 RTT <= 1.5 x (raw RTT + 2 x crypto cost); bus throughput >=
 0.6 x 1 / (verify + decrypt). Prints one JSON object as its last line.
@@ -19,17 +25,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
+from llmnode.bus.admission import configure_client
 from llmnode.bus.bus import Bus
 from llmnode.bus.identity import Identity
 from llmnode.bus.keyring import MeshKeyRing
@@ -138,8 +148,52 @@ async def client_raw(server: str, rtt_count: int, throughput_count: int) -> dict
 # -- the llmnode bus ---------------------------------------------------------------------------
 
 
-async def serve_bus(mesh_key: str) -> None:
-    bus = Bus(Identity.generate(), MeshKeyRing.from_text(mesh_key), ZmqTransport())
+class OpenTransport(ZmqTransport):
+    """The transport without admission: the baseline that measures admission's cost."""
+
+    def use_keyring(self, keyring: MeshKeyRing) -> None:
+        return None
+
+
+def make_transport(admission: bool) -> ZmqTransport:
+    return ZmqTransport() if admission else OpenTransport()
+
+
+def attack(address: str, stop: threading.Event) -> None:
+    """An outsider: many-part messages (no CURVE, and CURVE with a wrong key), idle sockets."""
+    host, port = address.removeprefix("tcp://").rsplit(":", 1)
+    idle = []
+    for _ in range(1500):
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect((host, int(port)))
+        idle.append(sock)
+    context = zmq.Context()
+    dealers = []
+    for mesh_key in (None, MeshKeyRing.generate_key()):
+        dealer = context.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt(zmq.SNDTIMEO, 0)
+        if mesh_key is not None:
+            configure_client(dealer, mesh_key)
+        dealer.connect(address)
+        dealers.append(dealer)
+    chunk = zmq.Frame(bytes(1024 * 1024))
+    while not stop.is_set():
+        for dealer in dealers:
+            with contextlib.suppress(zmq.Again):
+                dealer.send_multipart([chunk] * 64, copy=False)
+        stop.wait(0.05)
+    for dealer in dealers:
+        dealer.close()
+    context.term()
+    for sock in idle:
+        sock.close()
+
+
+async def serve_bus(mesh_key: str, admission: bool) -> None:
+    bus = Bus(Identity.generate(), MeshKeyRing.from_text(mesh_key), make_transport(admission))
     await bus.start()
     print(json.dumps({"address": bus.address}), flush=True)
     count = 0
@@ -168,12 +222,7 @@ async def bus_send(bus: Bus, peer: bytes, message: Any) -> None:
         await asyncio.sleep(0.0002)
 
 
-async def client_bus(
-    server: str, mesh_key: str, rtt_count: int, throughput_count: int
-) -> dict[str, Any]:
-    bus = Bus(Identity.generate(), MeshKeyRing.from_text(mesh_key), ZmqTransport())
-    await bus.start()
-    peer = await bus.connect(server, timeout=10)
+async def rtt_samples(bus: Bus, peer: bytes, rtt_count: int) -> list[float]:
     samples = []
     for index in range(rtt_count + 200):
         request = Request(
@@ -188,6 +237,26 @@ async def client_bus(
         await bus.receive()
         if index >= 200:
             samples.append(time.perf_counter() - start)
+    return samples
+
+
+async def client_bus(
+    server: str, mesh_key: str, rtt_count: int, throughput_count: int, admission: bool
+) -> dict[str, Any]:
+    bus = Bus(Identity.generate(), MeshKeyRing.from_text(mesh_key), make_transport(admission))
+    await bus.start()
+    peer = await bus.connect(server, timeout=10)
+    samples = await rtt_samples(bus, peer, rtt_count)
+    attack_p99_us = 0.0
+    if admission:
+        stop = threading.Event()
+        attacker = threading.Thread(target=attack, args=(server, stop))
+        attacker.start()
+        await asyncio.sleep(1.0)
+        under_attack = await rtt_samples(bus, peer, rtt_count)
+        stop.set()
+        attacker.join()
+        attack_p99_us = statistics.quantiles(under_attack, n=100)[98] * 1e6
     one_way = OneWay(service="sink", payload=PAYLOAD)
     start = time.perf_counter()
     for _ in range(throughput_count):
@@ -202,7 +271,9 @@ async def client_bus(
     await bus_send(bus, peer, exit_request)
     await asyncio.sleep(0.05)
     await bus.close()
-    return summarize(samples, received, elapsed, throughput_count)
+    return summarize(samples, received, elapsed, throughput_count) | {
+        "attack_rtt_p99_us": attack_p99_us
+    }
 
 
 # -- crypto in process ---------------------------------------------------------------------------
@@ -260,13 +331,15 @@ def run(quick: bool) -> dict[str, Any]:
     # crypto is measured before and after the network runs; the lower (less disturbed) of the
     # two is used, which makes both targets stricter, never looser
     costs = [crypto_costs(1000 if quick else 5000)]
-    for mode in ("raw", "bus"):
+    for mode in ("raw", "bus_open", "bus"):
         process, address = start_server(mode, mesh_key)
         try:
             if mode == "raw":
                 measured = asyncio.run(client_raw(address, rtt_count, throughput_count))
             else:
-                measured = asyncio.run(client_bus(address, mesh_key, rtt_count, throughput_count))
+                measured = asyncio.run(
+                    client_bus(address, mesh_key, rtt_count, throughput_count, mode == "bus")
+                )
             process.wait(10)
         finally:
             if process.poll() is None:
@@ -278,7 +351,7 @@ def run(quick: bool) -> dict[str, Any]:
     costs.append(crypto_costs(1000 if quick else 5000))
     crypto_us = min(cost[0] for cost in costs)
     open_us = min(cost[1] for cost in costs)
-    raw, bus = results["raw"], results["bus"]
+    raw, bus, bus_open = results["raw"], results["bus"], results["bus_open"]
     rtt_target = 1.5 * (raw["rtt_p50_us"] + 2 * crypto_us)
     throughput_target = 0.6 * 1e6 / open_us
     return {
@@ -299,20 +372,29 @@ def run(quick: bool) -> dict[str, Any]:
         "throughput_ok": bus["throughput_msg_s"] >= throughput_target,
         "raw_lost": raw["lost"],
         "bus_lost": bus["lost"],
+        "bus_open_rtt_p50_us": round(bus_open["rtt_p50_us"], 1),
+        "bus_open_throughput_msg_s": round(bus_open["throughput_msg_s"]),
+        "admission_rtt_ratio": round(bus["rtt_p50_us"] / bus_open["rtt_p50_us"], 3),
+        "admission_throughput_ratio": round(
+            bus["throughput_msg_s"] / bus_open["throughput_msg_s"], 3
+        ),
+        "attack_rtt_p99_us": round(bus["attack_rtt_p99_us"], 1),
+        "attack_p99_ratio": round(bus["attack_rtt_p99_us"] / bus["rtt_p99_us"], 3),
+        "attack_ok": bus["attack_rtt_p99_us"] <= 2 * bus["rtt_p99_us"],
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--serve", choices=["raw", "bus"])
+    parser.add_argument("--serve", choices=["raw", "bus_open", "bus"])
     parser.add_argument("--mesh-key", default="")
     parser.add_argument("--quick", action="store_true")
     arguments = parser.parse_args()
-    configure("warning", json=True)
+    configure("error", json=True)  # the attacked server's refusal lines are not the figures
     if arguments.serve == "raw":
         asyncio.run(serve_raw())
-    elif arguments.serve == "bus":
-        asyncio.run(serve_bus(arguments.mesh_key))
+    elif arguments.serve is not None:
+        asyncio.run(serve_bus(arguments.mesh_key, arguments.serve == "bus"))
     else:
         print(json.dumps(run(arguments.quick)))
 

@@ -6,6 +6,7 @@ environment variables below cover what containers need; flags win over both.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tomllib
 from collections.abc import Mapping
@@ -99,3 +100,44 @@ def load_config(
     if not config.data_dir:
         config = msgspec.structs.replace(config, data_dir=str(resolve_data_dir()))
     return config
+
+
+LOCK_FILE = "node.lock"  # in the data dir: held by the running node, names its pid
+
+
+class DataDirLock:
+    """An exclusive ``flock`` on ``DATA_DIR/node.lock``, held while the file stays open."""
+
+    def __init__(self, descriptor: int, path: Path) -> None:
+        self._descriptor: int | None = descriptor
+        self.path = path
+
+    def release(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)  # closing releases the lock
+            self._descriptor = None
+
+
+def lock_data_dir(data_dir: Path) -> DataDirLock:
+    """Take the data dir for this process; ConfigError naming the pid of a node holding it.
+
+    The lock is ``flock(LOCK_EX | LOCK_NB)``, so it dies with its process (a ``kill -9`` leaves
+    no stale lock); the file keeps the holder's pid for the message.
+    """
+    path = data_dir / LOCK_FILE
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as error:
+        raise ConfigError(f"cannot open {path}: {error.strerror or error}") from error
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(descriptor)
+        raise ConfigError(
+            f"another node (pid {holder}) is running on data dir {data_dir}; "
+            "stop it first or use another --data-dir"
+        ) from None
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+    return DataDirLock(descriptor, path)

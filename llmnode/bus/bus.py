@@ -11,6 +11,9 @@ to a :class:`~llmnode.bus.transport.Transport`:
   waits, so back-pressure reaches the transport's bounded queues instead of memory.
 - ``connect(address)`` is the handshake: a Hello in a hello frame (mesh key only) to an address,
   answered by a HelloAck in a data frame; both sides then know each other's key and address.
+  A transport with admission (:mod:`llmnode.bus.admission`) gets the key ring at start, and a
+  node that refuses our mesh key ends ``connect`` at once with
+  :class:`~llmnode.bus.admission.MeshKeyRefused`.
 
 Thread-unsafe: one asyncio event loop owns a bus.
 """
@@ -27,6 +30,7 @@ from typing import Any
 import msgspec
 
 from llmnode.bus import crypto
+from llmnode.bus.admission import MeshKeyRefused
 from llmnode.bus.identity import Identity, node_id_to_text
 from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.sealing import HELLO, MAX_EPOCH, NO_RECIPIENT, Sealer
@@ -127,8 +131,10 @@ class Bus:
 
     @property
     def rejections(self) -> dict[str, int]:
-        """Frames refused so far, by reason."""
-        return dict(self._rejections)
+        """Frames refused so far, by reason, with the transport's refused connections."""
+        counts = dict(self._rejections)
+        counts.update(getattr(self._transport, "rejections", {}))
+        return counts
 
     @property
     def stats(self) -> dict[str, int]:
@@ -143,6 +149,9 @@ class Bus:
     async def start(self) -> None:
         if self._pump_task is not None:
             return
+        use_keyring = getattr(self._transport, "use_keyring", None)
+        if use_keyring is not None:
+            use_keyring(self._sealer.keyring)
         await self._transport.start()
         self._pump_task = asyncio.create_task(self._pump(), name="bus_pump")
         _log.debug("bus_started", address=self.address, epoch=self.epoch)
@@ -223,6 +232,10 @@ class Bus:
         self._handshakes[nonce] = future
         body = encode(Hello(address=self.address, nonce=nonce, name=self.name))
         self._transport.connect(address)
+        watch = getattr(self._transport, "watch", None)
+        refused = getattr(self._transport, "refused", None)
+        if watch is not None:
+            watch(address)
         deadline = loop.time() + timeout
         interval = 0.01
         try:
@@ -230,6 +243,10 @@ class Bus:
                 frame = self._sealer.seal(NO_RECIPIENT, body, self._clock(), HELLO)
                 self._transport.send(address, frame)
                 remaining = deadline - loop.time()
+                if refused is not None and refused(address):
+                    raise MeshKeyRefused(
+                        f"{address} refused our mesh key: none of the keys it holds matches ours"
+                    )
                 if remaining <= 0:
                     raise TransportError(f"no answer from {address} within {timeout:g} s")
                 try:
@@ -237,6 +254,9 @@ class Bus:
                 except TimeoutError:
                     interval = min(interval * 2, 0.25)
         finally:
+            unwatch = getattr(self._transport, "unwatch", None)
+            if unwatch is not None:
+                unwatch(address)
             self._handshakes.pop(nonce, None)
             if not future.done():
                 future.cancel()

@@ -33,6 +33,8 @@ KEY_ID_BYTES = 4
 _PAIR_PERSON = b"llmnode-pair-v1\x00"
 _HELLO_PERSON = b"llmnode-helo-v1\x00"
 _KEY_ID_PERSON = b"llmnode-kid-v1\x00\x00"
+_CURVE_CLIENT_PERSON = b"llmnode-curv-v1\x00"
+_CURVE_SERVER_PERSON = b"llmnode-csrv-v1\x00"
 
 _aead_encrypt = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt
 _aead_decrypt = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt
@@ -94,6 +96,22 @@ def hello_key(mesh_key: bytes) -> bytes:
 def key_id(mesh_key: bytes) -> bytes:
     """A 4-byte public name of a mesh key (a hash; says nothing about the key)."""
     return _blake2b(mesh_key, digest_size=KEY_ID_BYTES, person=_KEY_ID_PERSON)
+
+
+def curve_client_keys(mesh_key: bytes) -> tuple[bytes, bytes]:
+    """The CurveZMQ ``(public, secret)`` client pair of a mesh key; only its holders derive it."""
+    secret = _blake2b(b"", digest_size=32, key=mesh_key, person=_CURVE_CLIENT_PERSON)
+    return bytes(sodium.crypto_scalarmult_base(secret)), secret
+
+
+def curve_server_keys() -> tuple[bytes, bytes]:
+    """The CurveZMQ ``(public, secret)`` server pair every node uses: a published constant.
+
+    It authenticates nothing (admission rests on the client pair); CurveZMQ's short-term keys
+    still keep the link private from a passive observer.
+    """
+    secret = _blake2b(b"", digest_size=32, person=_CURVE_SERVER_PERSON)
+    return bytes(sodium.crypto_scalarmult_base(secret)), secret
 
 
 def encrypt(plaintext: bytes, associated: bytes, nonce: bytes, key: bytes) -> bytes:

@@ -7,6 +7,7 @@ wraps the node's transport in :class:`DelayedTransport`. Loss and partitions com
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from llmnode.bus.transport import Transport
 
@@ -21,6 +22,9 @@ class DelayedTransport:
     @property
     def address(self) -> str:
         return self._inner.address
+
+    def __getattr__(self, name: str) -> Any:  # admission, counters, connect: the inner one's
+        return getattr(self._inner, name)
 
     async def start(self) -> None:
         await self._inner.start()

@@ -11,6 +11,11 @@ through the peer's own DEALER. Sockets are bounded everywhere:
   SNDHWM. :meth:`ZmqTransport.send` returns False on a full or unconnected queue: a signal to
   the caller, never a hang. Idle DEALERs beyond ``max_peers`` are closed, least recent first.
 
+With a key ring (:meth:`ZmqTransport.use_keyring`, which :class:`~llmnode.bus.bus.Bus` calls),
+every socket is admitted by :mod:`llmnode.bus.admission`: the inbox only accepts connections
+from mesh-key holders, and refused connections and multipart messages are counted by reason in
+:attr:`ZmqTransport.rejections`.
+
 zmq errors are translated here: a bad listen address is a :class:`ConfigError` with one line.
 """
 
@@ -23,6 +28,8 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from llmnode.bus.admission import Admission, Watch, configure_client, raise_fd_limit
+from llmnode.bus.keyring import MeshKeyRing
 from llmnode.errors import ConfigError, TransportError
 from llmnode.log import RateLimitedLogger, get_logger
 from llmnode.schemas.base import MAX_FRAME_BYTES
@@ -69,6 +76,7 @@ class ZmqTransport:
         high_water_mark: int = 1000,
         *,
         max_peers: int = 256,
+        keyring: MeshKeyRing | None = None,
     ) -> None:
         self._listen = check_address(listen)
         self._advertise = None if advertise is None else check_address(advertise)
@@ -80,6 +88,9 @@ class ZmqTransport:
         self._inbox_sync: zmq.Socket[Any] | None = None
         self._pending: deque[bytes] = deque()
         self._dealers: OrderedDict[str, zmq.Socket[Any]] = OrderedDict()
+        self._dealer_keys: dict[str, bytes] = {}
+        self._watches: dict[str, Watch] = {}
+        self._admission = None if keyring is None else Admission(keyring)
         self._address = ""
         self._routing_id = b""
         self._failures = RateLimitedLogger(_log)
@@ -91,6 +102,25 @@ class ZmqTransport:
             raise TransportError("the transport has not started")
         return self._address
 
+    def use_keyring(self, keyring: MeshKeyRing) -> None:
+        """Admit only holders of a key in ``keyring`` (live); call before :meth:`start`."""
+        if self._context is not None:
+            raise TransportError("use_keyring must be called before the transport starts")
+        self._admission = Admission(keyring)
+
+    @property
+    def rejections(self) -> dict[str, int]:
+        """Connections and messages refused before any frame reached Python, by reason."""
+        counts = {} if self._admission is None else dict(self._admission.refused)
+        if self.dropped_malformed:
+            counts["multipart"] = self.dropped_malformed
+        return counts
+
+    @property
+    def connections(self) -> int:
+        """Inbound connections open now (counted when admission is on, else 0)."""
+        return 0 if self._admission is None else self._admission.connections
+
     async def start(self) -> None:
         if self._context is not None:
             return
@@ -99,8 +129,13 @@ class ZmqTransport:
             listen = listen[:-2] + ":*"
         self._context = zmq.asyncio.Context()
         self._sync_context = zmq.Context.shadow(self._context.underlying)
+        if self._admission is not None:
+            raise_fd_limit()
+            self._admission.start(self._context)
         inbox = self._context.socket(zmq.ROUTER)
         try:
+            if self._admission is not None:
+                self._admission.configure_server(inbox)
             inbox.setsockopt(zmq.LINGER, 0)
             inbox.setsockopt(zmq.ROUTER_HANDOVER, 1)
             inbox.setsockopt(zmq.RCVHWM, self._high_water_mark)
@@ -109,6 +144,8 @@ class ZmqTransport:
             endpoint = inbox.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as error:
             inbox.close(linger=0)
+            if self._admission is not None:
+                await self._admission.close()
             self._context.term()
             self._context = None
             raise ConfigError(f"cannot listen on {self._listen}: {error.strerror}") from error
@@ -135,6 +172,10 @@ class ZmqTransport:
             dealer.setsockopt(zmq.SNDHWM, self._high_water_mark)
             dealer.setsockopt(zmq.RCVHWM, 1)  # nothing is ever sent back on this socket
             dealer.setsockopt(zmq.ROUTING_ID, self._routing_id)
+            if self._admission is not None:
+                mesh_key = self._admission.keyring.primary
+                configure_client(dealer, mesh_key)
+                self._dealer_keys[address] = mesh_key
             dealer.connect(check_address(address))
         except (zmq.ZMQError, ConfigError) as error:
             dealer.close(linger=0)
@@ -144,8 +185,8 @@ class ZmqTransport:
             return None
         self._dealers[address] = dealer
         while len(self._dealers) > self._max_peers:
-            _, oldest = self._dealers.popitem(last=False)
-            oldest.close(linger=0)
+            oldest = next(iter(self._dealers))
+            self.disconnect(oldest)
         return dealer
 
     def send(self, address: str, frame: bytes) -> bool:
@@ -156,6 +197,9 @@ class ZmqTransport:
         try:
             dealer.send(frame, zmq.NOBLOCK, copy=len(frame) < 65536)
         except zmq.Again:
+            if self._stale(address):  # made under a mesh key no longer primary: remake it
+                self.disconnect(address)
+                return self.send(address, frame)
             return False
         except zmq.ZMQError as error:
             self._failures.warning(
@@ -168,10 +212,38 @@ class ZmqTransport:
         """Open the DEALER to ``address`` now, so the first send finds it connected."""
         self._dealer(address)
 
+    def _stale(self, address: str) -> bool:
+        admission = self._admission
+        key = self._dealer_keys.get(address)
+        return admission is not None and key is not None and key != admission.keyring.primary
+
     def disconnect(self, address: str) -> None:
+        self._dealer_keys.pop(address, None)
+        watch = self._watches.pop(address, None)
+        if watch is not None:
+            watch.close()
         dealer = self._dealers.pop(address, None)
         if dealer is not None:
             dealer.close(linger=0)
+
+    def watch(self, address: str) -> None:
+        """Start recording whether ``address`` admits our key (for a handshake)."""
+        dealer = self._dealer(address)
+        if dealer is not None and self._admission is not None and address not in self._watches:
+            self._watches[address] = Watch(dealer)
+
+    def refused(self, address: str) -> bool:
+        """Whether ``address`` refused our mesh key since :meth:`watch` (and never admitted it)."""
+        watch = self._watches.get(address)
+        if watch is None:
+            return False
+        watch.poll()
+        return watch.refused and not watch.admitted
+
+    def unwatch(self, address: str) -> None:
+        watch = self._watches.pop(address, None)
+        if watch is not None:
+            watch.close()
 
     async def recv(self) -> bytes:
         """The next frame that arrived; drains every ready frame per wakeup."""
@@ -209,9 +281,10 @@ class ZmqTransport:
         return len(self._dealers)
 
     async def close(self) -> None:
-        for dealer in self._dealers.values():
-            dealer.close(linger=0)
-        self._dealers.clear()
+        for address in list(self._dealers):
+            self.disconnect(address)
+        if self._admission is not None:
+            await self._admission.close()
         if self._inbox is not None:
             self._inbox.close(linger=0)
             self._inbox = None

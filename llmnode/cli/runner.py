@@ -18,6 +18,7 @@ from llmnode.bus.identity import Identity
 from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.transport import Transport
 from llmnode.bus.zmq_transport import ZmqTransport
+from llmnode.config import lock_data_dir
 from llmnode.errors import ConfigError
 from llmnode.log import get_logger
 from llmnode.nodes.control.server import KEYRING_FILE
@@ -148,6 +149,7 @@ async def run_node(config: NodeConfig, *, install_signals: bool = True) -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     agents = load_agents(config.agents)
     data_dir = ensure_data_dir(Path(config.data_dir))
+    data_dir_lock = lock_data_dir(data_dir)  # one node per data dir; released in finally
     identity = load_or_create_identity(data_dir)
     keyring = load_keyring(data_dir)
     node = HostingNode(
@@ -162,17 +164,16 @@ async def run_node(config: NodeConfig, *, install_signals: bool = True) -> None:
     if install_signals:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, _stopper(node, signum))
-    if not agents:
-        await node.run()
-        return
-    hosting = asyncio.create_task(_host_agents(node, agents), name="agents")
+    hosting = asyncio.create_task(_host_agents(node, agents), name="agents") if agents else None
     try:
         await node.run()
     finally:
-        hosting.cancel()
-        (outcome,) = await asyncio.gather(hosting, return_exceptions=True)
-        if isinstance(outcome, Exception):  # the supervisor restarts failures: this is a bug
-            log.error("agent_supervisor_failed", error=repr(outcome))
+        data_dir_lock.release()
+        if hosting is not None:
+            hosting.cancel()
+            (outcome,) = await asyncio.gather(hosting, return_exceptions=True)
+            if isinstance(outcome, Exception):  # the supervisor restarts failures: a bug
+                log.error("agent_supervisor_failed", error=repr(outcome))
 
 
 async def _host_agents(node: HostingNode, agents: list[type[Agent]]) -> None:

@@ -21,9 +21,11 @@ from pathlib import Path
 import msgspec
 
 from llmnode._version import __version__
+from llmnode.bus.admission import MeshKeyRefused
 from llmnode.bus.bus import Bus
 from llmnode.bus.identity import Identity, node_id_to_text
 from llmnode.bus.keyring import MeshKeyRing
+from llmnode.bus.lan import beacon_binding
 from llmnode.bus.transport import Transport
 from llmnode.errors import MeshError, Rejected, TransportError
 from llmnode.log import RateLimitedLogger, bind_node, get_logger
@@ -177,12 +179,14 @@ class Node:
             group.create_task(self.control.serve())
             group.create_task(self.clients.watchdog())
             group.create_task(self._join_loop())
-            if self.config.beacon:
+            binding = beacon_binding(self.config.listen) if self.config.beacon else None
+            if binding is not None:
                 beacon = Beacon(
                     self.bus,
                     self.config.beacon_port,
                     self._on_beacon_peer,
                     lambda reason: self._reject(reason, "beacon"),
+                    binding=binding,
                 )
                 group.create_task(beacon.run())
             group.create_task(self._until_stopped())
@@ -309,6 +313,9 @@ class Node:
                         pending.remove(seed)
                         continue
                     peer = await self.bus.connect(address, timeout=2.0)
+                except MeshKeyRefused as error:  # a clear line, not "unreachable"
+                    log.warning("seed_refused_mesh_key", seed=seed, reason=str(error))
+                    continue
                 except MeshError as error:
                     log.info("seed_unreachable", seed=seed, reason=str(error))
                     continue

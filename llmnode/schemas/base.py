@@ -17,6 +17,11 @@ MAX_TEXT_BYTES = 1024 * 1024
 NODE_ID_BYTES = 32
 
 NodeId = bytes  # an Ed25519 public key, 32 bytes
+NODE_ID_DESCRIPTION = (
+    "A node id: the node's 32-byte Ed25519 public key. Raw bytes in msgpack; standard base64 in "
+    "JSON (as every bytes field); lower-case base32 without padding where people read it (CLI, "
+    "configs, NodeState.node_id). See docs/PROTOCOL.md, section 1."
+)
 
 
 class WireMessage(msgspec.Struct, frozen=True, tag=True, tag_field="type", kw_only=True):

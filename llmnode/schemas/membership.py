@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from llmnode.schemas.base import NODE_ID_BYTES, WireMessage
+from llmnode.schemas.base import NODE_ID_BYTES, NODE_ID_DESCRIPTION, WireMessage
 
 MAX_ADDRESS_BYTES = 256
 MAX_RECORD_BYTES = 64 * 1024
@@ -25,7 +25,14 @@ MAX_GOSSIP_ITEMS = 512
 MAX_MEMBERS = 100_000
 RECORD_DOMAIN = b"llmnode-record-v1\x00"
 
-MemberId = Annotated[bytes, msgspec.Meta(min_length=NODE_ID_BYTES, max_length=NODE_ID_BYTES)]
+MemberId = Annotated[
+    bytes,
+    msgspec.Meta(
+        min_length=NODE_ID_BYTES,
+        max_length=NODE_ID_BYTES,
+        description=NODE_ID_DESCRIPTION,
+    ),
+]
 Address = Annotated[str, msgspec.Meta(max_length=MAX_ADDRESS_BYTES)]
 Counter = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 MemberStateName = Literal["alive", "suspect", "dead", "left"]

@@ -3,7 +3,9 @@
 Every few seconds a node broadcasts ``magic | key id | node id | address | tag`` on the LAN, where
 ``tag`` is a keyed BLAKE2b of the rest under the primary mesh key: only nodes holding a key of the
 ring can announce themselves, and a listener learns nothing useful from a foreign beacon. A valid
-beacon from an unknown node starts a join. Off with ``--no-beacon``.
+beacon from an unknown node starts a join. Off with ``--no-beacon``. Where it listens and
+announces follows ``--listen`` (:func:`llmnode.bus.lan.beacon_binding`); the format is in
+docs/PROTOCOL.md, section 6.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 
 from llmnode.bus.bus import Bus
 from llmnode.bus.keyring import key_id
+from llmnode.bus.lan import BeaconBinding
 from llmnode.log import RateLimitedLogger, get_logger
 
 log = get_logger(__name__)
@@ -57,38 +60,49 @@ class Beacon:
         *,
         interval: float = 5.0,
         broadcast: str = "255.255.255.255",
+        binding: BeaconBinding | None = None,
     ) -> None:
         self._bus = bus
         self._port = port
         self._on_peer = on_peer
         self._on_reject = on_reject
         self._interval = interval
-        self._broadcast = broadcast
+        self._binding = binding or BeaconBinding("", "", broadcast)
+        self._broadcast = self._binding.broadcast
         self._rate_limited = RateLimitedLogger(log)
 
-    def _socket(self) -> socket.socket:
+    def _socket(self, host: str | None = None, port: int | None = None) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if hasattr(socket, "SO_REUSEPORT"):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.setblocking(False)
-        sock.bind(("", self._port))
+        sock.bind(
+            (
+                self._binding.listen_host if host is None else host,
+                self._port if port is None else port,
+            )
+        )
         return sock
 
     async def run(self) -> None:
         try:
             sock = self._socket()
+            source = (
+                self._socket(self._binding.source_host, 0) if self._binding.source_host else sock
+            )
         except OSError as error:
             log.warning("beacon_disabled", port=self._port, reason=str(error))
             return
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._announce(sock, loop))
+                group.create_task(self._announce(source, loop))
                 group.create_task(self._listen(sock, loop))
         finally:
             sock.close()
+            source.close()
 
     async def _announce(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
         while True:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import select
 import subprocess
 import sys
@@ -40,15 +41,31 @@ class EchoNode:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
+def _limit_fds(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return apply
+
+
 def launch_echo_node(
-    mesh_key_text: str, log_path: Path, allow: list[bytes] | None = None, window: float = 60.0
+    mesh_key_text: str,
+    log_path: Path,
+    allow: list[bytes] | None = None,
+    window: float = 60.0,
+    fd_limit: int | None = None,
 ) -> EchoNode:
     # "--mesh-key=TEXT": urlsafe base64 may start with "-", which argparse takes for an option
     command = [sys.executable, str(ECHO_NODE), f"--mesh-key={mesh_key_text}", f"--window={window}"]
     if allow:
         command += ["--allow", ",".join(node_id.hex() for node_id in allow)]
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log_file)
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            preexec_fn=None if fd_limit is None else _limit_fds(fd_limit),  # noqa: PLW1509
+        )
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], 30)
     line = process.stdout.readline() if ready else b""
@@ -83,9 +100,13 @@ def start_echo(tmp_path: Path) -> Iterator[Callable[..., EchoNode]]:
     started: list[EchoNode] = []
 
     def start(
-        mesh_key_text: str, allow: list[bytes] | None = None, window: float = 60.0
+        mesh_key_text: str,
+        allow: list[bytes] | None = None,
+        window: float = 60.0,
+        fd_limit: int | None = None,
     ) -> EchoNode:
-        node = launch_echo_node(mesh_key_text, tmp_path / f"echo{len(started)}.log", allow, window)
+        log_path = tmp_path / f"echo{len(started)}.log"
+        node = launch_echo_node(mesh_key_text, log_path, allow, window, fd_limit)
         started.append(node)
         return node
 

@@ -1,7 +1,8 @@
 """Bad input against a live node process: rejected, counted by reason, good traffic unharmed.
 
-Garbage is injected from raw pyzmq DEALER sockets while a well-behaved client keeps sending
-echo requests; every one of its requests must be answered throughout.
+Garbage is injected from raw pyzmq DEALER sockets admitted with the mesh key (so the sealing
+layer, not admission, is what refuses it; outsiders are in test_bus_admission.py) while a
+well-behaved client keeps sending echo requests; every one must be answered throughout.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import msgspec
 import pytest
 import zmq
 
+from llmnode.bus.admission import configure_client
 from llmnode.bus.identity import Identity
 from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.sealing import HEADER_BYTES, OVERHEAD, Sealer
@@ -122,10 +124,12 @@ async def keep_pinging(client: Any, stop: asyncio.Event) -> int:
     return count
 
 
-def inject(address: str, frames: list[bytes]) -> None:
+def inject(address: str, frames: list[bytes], mesh_key: bytes) -> None:
+    """Send raw frames from a connection admitted with ``mesh_key`` (a mesh member's)."""
     context = zmq.Context()
     dealer = context.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 1000)
+    configure_client(dealer, mesh_key)
     dealer.connect(address)
     for frame in frames:
         dealer.send(frame, copy=False)
@@ -170,7 +174,7 @@ async def test_bad_input_is_rejected_and_counted_while_good_traffic_continues(
     stop = asyncio.Event()
     pinger = asyncio.create_task(keep_pinging(client, stop))
     await asyncio.sleep(0.05)
-    await asyncio.to_thread(inject, node.address, frames)
+    await asyncio.to_thread(inject, node.address, frames, ring.primary)
     counters = await wait_for_rejections(client, before, expected)
     stop.set()
     answered = await pinger
@@ -192,7 +196,7 @@ async def test_a_64_mib_frame_is_dropped_by_zmq_and_the_node_keeps_serving(
     client = await make_client(node)
     stop = asyncio.Event()
     pinger = asyncio.create_task(keep_pinging(client, stop))
-    await asyncio.to_thread(inject, node.address, [bytes(64 * 1024 * 1024), b"short"])
+    await asyncio.to_thread(inject, node.address, [bytes(64 * 1024 * 1024), b"short"], ring.primary)
     await asyncio.sleep(0.3)
     stop.set()
     answered = await pinger

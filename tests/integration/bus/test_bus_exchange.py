@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from llmnode.bus.admission import MeshKeyRefused
 from llmnode.bus.bus import Bus
 from llmnode.bus.identity import Identity
 from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.zmq_transport import ZmqTransport
-from llmnode.errors import TransportError
 from llmnode.schemas.requests import Request, Result
 
 MARKER = b"PLAINTEXT-MARKER-7f3a9c"
@@ -75,13 +75,14 @@ async def test_handshake_teaches_both_sides_each_others_key_and_address() -> Non
         assert inbound.sender == second.node_id and inbound.message == request
 
 
-async def test_connect_without_the_mesh_key_times_out_with_transport_error() -> None:
+async def test_connect_without_the_mesh_key_is_refused_at_once_and_counted() -> None:
     member = Bus(Identity.generate(), MeshKeyRing.generate(), ZmqTransport())
     outsider = Bus(Identity.generate(), MeshKeyRing.generate(), ZmqTransport())
     async with member, outsider:
-        with pytest.raises(TransportError, match="no answer"):
-            await outsider.connect(member.address, timeout=0.5)
-        assert member.rejections == {"unknown_key": member.rejections["unknown_key"]}
+        # admission refuses the connection, so the joiner learns it (not "no answer")
+        with pytest.raises(MeshKeyRefused, match="refused our mesh key"):
+            await outsider.connect(member.address, timeout=30)
+        assert member.rejections == {"conn_refused_key": member.rejections["conn_refused_key"]}
         assert member.peer_address(outsider.node_id) is None
 
 

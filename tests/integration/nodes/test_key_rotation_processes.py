@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -72,19 +73,22 @@ def test_rotating_the_mesh_key_on_running_nodes_loses_no_request(
     assert len(_keys(entry, "list").strip().splitlines()) == 1
     # Both nodes still see each other alive under the new key alone.
     assert entry.states() == {"entry": "alive", "server": "alive"}
-    # A node still holding only the retired key is not admitted, and its frames are counted.
+    # A node still holding only the retired key is not admitted: its connections are refused
+    # (bus admission, "conn_refused_key") and counted.
     outsider = mesh.add("outsider")  # LocalMesh starts it with the old key
-    wait_for(
-        lambda: (
-            (entry.status() or {}).get("counters", {}).get("rejections", {}).get("unknown_key", 0)
-            + (server.status() or {})
+
+    def refused(node: Any) -> int:
+        return int(
+            (node.status() or {})
             .get("counters", {})
             .get("rejections", {})
-            .get("unknown_key", 0)
-            > 0
-        ),
+            .get("conn_refused_key", 0)
+        )
+
+    wait_for(
+        lambda: refused(entry) + refused(server) > 0,
         timeout=15,
-        what="the old key's frames to be rejected",
+        what="the old key's connections to be refused",
     )
     assert "outsider" not in {n for n, s in entry.states().items() if s == "alive"}
     assert (outsider.status() or {}).get("members_alive") == 1

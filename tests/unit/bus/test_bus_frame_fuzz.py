@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -56,3 +57,14 @@ def test_only_rejected_escapes_decode_of_validly_sealed_garbage(body: bytes) -> 
         decode(opened.body)
     except Rejected as rejection:
         assert rejection.reason in {"malformed", "invalid_message"}
+
+
+def test_a_union_tag_that_is_not_utf8_is_rejected_not_raised() -> None:
+    # found by benchmarks/fuzz.py (target "body"): msgspec raised UnicodeDecodeError
+    body = bytes.fromhex("89a474797065a789a474797065a752657175657374a269526564c4")
+    with pytest.raises(Rejected) as caught:
+        decode(body)
+    assert caught.value.reason == "malformed"
+    frame = SENDER.seal(RECEIVER.node_id, body, NOW)
+    with pytest.raises(Rejected):
+        decode(RECEIVER.open(frame, NOW).body)

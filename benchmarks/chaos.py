@@ -1,0 +1,245 @@
+"""Chaos: five real nodes under mixed load while something goes wrong every 20 s (does I/O).
+
+Five `llmnode start` processes on 127.0.0.1 (tests/support/mesh.py): ``entry`` (never faulted;
+the SDK client connects to it), two nodes serving ``all-minilm-l6-v2`` and two serving
+``smollm2-135m-instruct``, each of those four hosting a ``Ledger`` agent. Load, through the
+SDK: embeds, streamed chats (8 tokens) and non-idempotent agent requests, ``--concurrency``
+loops each. (There is no HTTP API yet, so none goes through one.)
+
+Every ``--every`` seconds one fault, in turn, on the next non-entry node:
+
+- ``kill``: kill -9, then restart it on the same data dir and address;
+- ``stop``: SIGSTOP for 10 s, then SIGCONT;
+- ``rotate``: a mesh key rotation on every node (``llmnode keys add``, ``use``, ``remove``).
+
+A partition and heal needs network namespaces: tests/cluster does it with nftables; this script
+does not (it runs unprivileged on 127.0.0.1).
+
+Each agent request carries a unique id that the ``Ledger`` appends to a file; an id written
+twice is a duplicated non-idempotent request. A request is ``lost`` if it neither completed nor
+failed with a typed :class:`MeshError` within its deadline plus 5 s. Latency p99 is split by
+whether the request started in a calm window or within a fault (from the fault until the entry
+node again sees every node alive). ``recovery_s`` per fault is that time. Prints one JSON
+object as its last line: ``sent``, ``completed``, ``failed`` (by error), ``lost``,
+``duplicated``, ``p99_calm_ms``, ``p99_faults_ms``, ``recovery_s_max``.
+
+Usage: ``python benchmarks/chaos.py [--minutes 10] [--every 20] [--concurrency 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+
+from llmnode.agents.sdk import Mesh, connect
+
+from llmnode.agents.agent import Agent, handler
+from llmnode.bus.keyring import MeshKeyRing
+from llmnode.errors import MeshError
+from tests.support.mesh import LocalMesh, NodeProcess, wait_for
+
+EMBED = "all-minilm-l6-v2"
+CHAT = "smollm2-135m-instruct"
+LEDGER_ENV = "LLMNODE_CHAOS_LEDGER"
+DEADLINE_S = 20.0
+
+
+class Ledger(Agent):
+    """Appends each request's id to the ledger file: the proof of how often it ran."""
+
+    name = "ledger"
+
+    @handler
+    async def record(self, message: dict[str, Any]) -> dict[str, Any]:
+        with open(os.environ[LEDGER_ENV], "a") as ledger:  # noqa: ASYNC230 - one short line
+            ledger.write(f"{message['id']}\n")
+        return {"id": message["id"]}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent = 0
+        self.completed = 0
+        self.failed: Counter[str] = Counter()
+        self.lost = 0
+        self.latencies: list[tuple[float, float]] = []  # (start, seconds)
+        self.faults: list[tuple[float, float]] = []  # (start, end of recovery)
+
+    async def one(self, kind: str, call: Any) -> None:
+        self.sent += 1
+        start = time.monotonic()
+        try:
+            await asyncio.wait_for(call(), DEADLINE_S + 5)
+        except MeshError as error:
+            self.failed[f"{kind}:{type(error).__name__}"] += 1
+            return
+        except TimeoutError:
+            self.lost += 1
+            return
+        self.completed += 1
+        self.latencies.append((start, time.monotonic() - start))
+
+
+async def load(mesh: Mesh, recorder: Recorder, stop: asyncio.Event, kind: str) -> None:
+    counter = 0
+    while not stop.is_set():
+        counter += 1
+        if kind == "embed":
+            await recorder.one(kind, lambda: mesh.embed(EMBED, "chaos", timeout=DEADLINE_S))
+        elif kind == "chat":
+
+            async def chat() -> None:
+                async for _ in mesh.generate(CHAT, "Say hi", max_tokens=8, timeout=DEADLINE_S):
+                    pass
+
+            await recorder.one(kind, chat)
+        else:
+            request_id = f"{id(recorder)}-{kind}-{counter}-{time.monotonic_ns()}"
+            await recorder.one(
+                kind,
+                lambda rid=request_id: mesh.request(
+                    "ledger", {"id": rid}, timeout=DEADLINE_S, idempotent=False
+                ),
+            )
+
+
+def all_alive(entry: NodeProcess, names: set[str]) -> bool:
+    try:
+        states = entry.states()
+    except AssertionError:
+        return False
+    return {n for n, s in states.items() if s == "alive"} >= names
+
+
+async def fault(kind: str, node: NodeProcess, mesh: LocalMesh) -> None:
+    assert node.process is not None
+    if kind == "kill":
+        node.kill()
+        await asyncio.sleep(1.0)
+        node.start()
+    elif kind == "stop":
+        node.process.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(10.0)
+        node.process.send_signal(signal.SIGCONT)
+    else:
+        new = MeshKeyRing.key_to_text(MeshKeyRing.generate_key())
+        old = mesh.key
+        for step in (("add", new), ("use", new), ("remove", old)):
+            for each in mesh.nodes:
+                await asyncio.to_thread(each.run_cli, "keys", *step)
+        mesh.key = new
+        for each in mesh.nodes:  # a restart must come back with the new key
+            each.env["LLMNODE_MESH_KEY"] = new
+
+
+def wait_recovered(entry: NodeProcess, names: set[str], kind: str) -> None:
+    wait_for(lambda: all_alive(entry, names), timeout=120, what=f"recovery from {kind}")
+
+
+def p99_ms(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1)
+
+
+async def chaos(minutes: float, every: float, concurrency: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as root:
+        mesh = LocalMesh(Path(root))
+        mesh.env[LEDGER_ENV] = str(Path(root) / "ledger.txt")
+        mesh.env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), *sys.path])
+        agent = ["--agent", "benchmarks.chaos:Ledger"]
+        try:
+            entry = mesh.add("entry")
+            workers = [mesh.add(f"embed{i}", ["--model", EMBED, *agent]) for i in range(2)] + [
+                mesh.add(f"chat{i}", ["--model", CHAT, *agent]) for i in range(2)
+            ]
+            names = {n.name for n in mesh.nodes}
+            mesh.wait_converged(timeout=120)
+            recorder = Recorder()
+            stop = asyncio.Event()
+            async with connect(entry.data_dir, name="chaos") as client:
+                loads = [
+                    asyncio.create_task(load(client, recorder, stop, kind))
+                    for kind in ("embed", "chat", "agent")
+                    for _ in range(concurrency)
+                ]
+                start = time.monotonic()
+                kinds = ("kill", "stop", "rotate")
+                index = 0
+                recoveries: list[float] = []
+                while time.monotonic() - start < minutes * 60:
+                    await asyncio.sleep(every)
+                    kind, node = kinds[index % 3], workers[index % len(workers)]
+                    index += 1
+                    began = time.monotonic()
+                    await fault(kind, node, mesh)
+                    await asyncio.to_thread(wait_recovered, entry, names, kind)
+                    recoveries.append(time.monotonic() - began)
+                    recorder.faults.append((began, time.monotonic()))
+                stop.set()
+                await asyncio.gather(*loads)
+        finally:
+            for node in mesh.nodes:
+                if node.alive():
+                    with_signal_cont(node)
+                    node.stop()
+        ledger = await asyncio.to_thread(read_ledger, Path(mesh.env[LEDGER_ENV]))
+    return summarize(recorder, recoveries, ledger, minutes)
+
+
+def read_ledger(path: Path) -> Counter[str]:
+    """How many times each agent request ran."""
+    return Counter(path.read_text().split() if path.exists() else [])
+
+
+def with_signal_cont(node: NodeProcess) -> None:
+    if node.process is not None:
+        node.process.send_signal(signal.SIGCONT)
+
+
+def summarize(
+    recorder: Recorder, recoveries: list[float], ledger: Counter[str], minutes: float
+) -> dict[str, Any]:
+    def in_fault(start: float) -> bool:
+        return any(began <= start <= end for began, end in recorder.faults)
+
+    calm = [seconds for start, seconds in recorder.latencies if not in_fault(start)]
+    faulty = [seconds for start, seconds in recorder.latencies if in_fault(start)]
+    return {
+        "minutes": minutes,
+        "faults": len(recoveries),
+        "sent": recorder.sent,
+        "completed": recorder.completed,
+        "failed": dict(recorder.failed),
+        "lost": recorder.lost,
+        "duplicated": sum(1 for count in ledger.values() if count > 1),
+        "p99_calm_ms": p99_ms(calm),
+        "p99_faults_ms": p99_ms(faulty),
+        "recovery_s": [round(value, 1) for value in recoveries],
+        "recovery_s_max": round(max(recoveries), 1) if recoveries else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--every", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, default=2)
+    arguments = parser.parse_args()
+    print(json.dumps(asyncio.run(chaos(arguments.minutes, arguments.every, arguments.concurrency))))
+
+
+if __name__ == "__main__":
+    main()
