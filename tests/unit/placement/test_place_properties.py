@@ -56,11 +56,11 @@ def check_valid(nodes: list[NodeCapacity], demands: list[Demand], result: Assign
             assert footprint[model] <= node.memory_mb
     for model, assigned in result.replicas.items():
         assert len(set(assigned)) == len(assigned), "two replicas on one node"
-        assert all(node in by_id for node in assigned)
+        assert all(node_id in by_id for node_id in assigned)
         pinned = sum(1 for node in nodes if model in node.pinned)  # facts, even beyond the count
         assert len(assigned) <= max(pinned, next(d.replicas for d in demands if d.model == model))
-    for model, node in pinned_pairs(nodes):
-        assert node in result.nodes_for(model), "a pinned replica was dropped"
+    for model, node_id in pinned_pairs(nodes):
+        assert node_id in result.nodes_for(model), "a pinned replica was dropped"
 
 
 @settings(max_examples=300, deadline=None)
