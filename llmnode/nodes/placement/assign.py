@@ -165,13 +165,15 @@ def place(
         _fill(plan, demand, alive, frozenset())
 
     if _short(plan, demands, len(alive)):
-        # Keep every replica already placed and complete around them; failing that, allow
-        # moving replicas (meeting the counts beats not moving).
-        found = _search(alive, demands, kept_pairs, before) or _search(
-            alive, demands, pinned_pairs, before
-        )
-        if found is not None:
-            plan = found
+        # Keep every replica already placed and place the most around them; moving replicas
+        # is allowed only where that places more (meeting the counts beats not moving).
+        stable = _search(alive, demands, kept_pairs, before)
+        if _total(stable) > _total(plan):
+            plan = stable
+        if _short(plan, demands, len(alive)):
+            free = _search(alive, demands, pinned_pairs, before)
+            if _total(free) > _total(plan):
+                plan = free
     return _result(plan, demands)
 
 
@@ -199,8 +201,9 @@ def _search(
     demands: Sequence[Demand],
     fixed: set[tuple[str, str]],
     before: Mapping[str, tuple[str, ...]],
-) -> _Plan | None:
-    """A full assignment around ``fixed`` by bounded backtracking (preferred nodes first)."""
+) -> _Plan:
+    """The plan placing the most replicas around ``fixed`` found by bounded branch and bound
+    (preferred nodes tried first, so among equals the stabler plan is found first)."""
     plan = _Plan(alive)
     for model, node_id in sorted(fixed):
         demand = next(d for d in demands if d.model == model)
@@ -212,6 +215,10 @@ def _search(
     slots: list[Demand] = []
     for demand in demands:
         slots += [demand] * max(0, min(demand.replicas, len(alive)) - plan.count(demand.model))
+    next_model = [len(slots)] * len(slots)  # index of the first slot of the next model
+    for index in range(len(slots) - 2, -1, -1):
+        same = slots[index + 1].model == slots[index].model
+        next_model[index] = next_model[index + 1] if same else index + 1
     ranked = {
         demand.model: sorted(
             alive,
@@ -222,29 +229,46 @@ def _search(
         )
         for demand in demands
     }
+    best: tuple[int, dict[str, list[str]]] = (-1, {})
     steps = 0
 
-    def solve(index: int, floor: int) -> bool:
-        nonlocal steps
+    def solve(index: int, floor: int, placed: int) -> bool:
+        """Explore from slot ``index``; True stops the search (every slot filled)."""
+        nonlocal steps, best
+        if placed > best[0]:
+            best = (placed, {m: list(ns) for m, ns in plan.chosen.items()})
         if index == len(slots):
-            return True
+            return placed == len(slots)
+        if placed + len(slots) - index <= best[0] or steps > SEARCH_BUDGET:
+            return False
         demand = slots[index]
         order = ranked[demand.model]
-        same_next = index + 1 < len(slots) and slots[index + 1].model == demand.model
+        same_next = next_model[index] > index + 1
         for position in range(floor, len(order)):
             steps += 1
-            if steps > SEARCH_BUDGET:
-                return False
             node_id = order[position].node
             if not plan.fits(node_id, demand):
                 continue
             plan.add(node_id, demand)
-            if solve(index + 1, position + 1 if same_next else 0):
-                return True
+            found = solve(index + 1, position + 1 if same_next else 0, placed + 1)
             plan.remove(node_id, demand)
-        return False
+            if found:
+                return True
+        # Or leave this and the model's remaining slots empty.
+        return solve(next_model[index], 0, placed)
 
-    return plan if solve(0, 0) else None
+    solve(0, 0, 0)
+    result = _Plan(alive)
+    for model, nodes in best[1].items():
+        demand = next(d for d in demands if d.model == model)
+        for node_id in nodes:
+            result.left[node_id] -= demand.footprint_mb
+            result.chosen.setdefault(model, []).append(node_id)
+    return result
+
+
+def _total(plan: _Plan) -> int:
+    return sum(len(nodes) for nodes in plan.chosen.values())
 
 
 def _result(plan: _Plan, demands: Sequence[Demand]) -> Assignment:

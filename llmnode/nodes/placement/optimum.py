@@ -30,15 +30,14 @@ def best_placed(
         return -1  # the fixed pairs alone do not fit
     order = list(demands)
     ids = [node.node for node in nodes]
-    best = 0
+    best = -1
 
     def explore(index: int, placed: int) -> None:
         nonlocal best
         if index == len(order):
             best = max(best, placed)
             return
-        remaining = sum(max(0, d.replicas - len(held[d.model])) for d in order[index:])
-        if placed + remaining <= best:
+        if placed + sum(d.replicas for d in order[index:]) <= best:  # cannot do better
             return
         demand = order[index]
         have = held[demand.model]
@@ -55,4 +54,4 @@ def best_placed(
                     left[node] += demand.footprint_mb
 
     explore(0, 0)
-    return best
+    return max(best, 0)
