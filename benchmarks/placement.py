@@ -55,6 +55,7 @@ from llmnode.nodes.simulation import detection_bound
 from llmnode.schemas.base import MAX_FRAME_BYTES
 
 MODEL = "bench-model"
+CHUNK = int(os.environ.get("BENCH_CHUNK_BYTES", CHUNK_BYTES))  # the same for both sides
 SMOLLM = "smollm2-135m-instruct"
 
 # -- placement quality ----------------------------------------------------------------------
@@ -125,7 +126,9 @@ def churn(events: int) -> dict[str, Any]:
 async def serve_mesh(store_root: str, mesh_key: str) -> None:
     bus = Bus(Identity.generate(), MeshKeyRing.from_text(mesh_key), ZmqTransport())
     await bus.start()
-    transfer = ModelTransfer(ModelStore(store_root), bus.send, rate_bytes_per_s=1e12)
+    transfer = ModelTransfer(
+        ModelStore(store_root), bus.send, rate_bytes_per_s=1e12, chunk_bytes=CHUNK
+    )
     print(json.dumps({"address": bus.address, "node_id": bus.node_id.hex()}), flush=True)
     serving = asyncio.create_task(transfer.run())
     while True:
@@ -196,7 +199,9 @@ async def fetch_mesh(source: str, mesh_key: str, size: int) -> float:
         with tempfile.TemporaryDirectory(dir=Path(source).parent) as target:
             bus = Bus(Identity.generate(), MeshKeyRing.from_text(mesh_key), ZmqTransport())
             await bus.start()
-            transfer = ModelTransfer(ModelStore(target), bus.send, rate_bytes_per_s=1e12)
+            transfer = ModelTransfer(
+                ModelStore(target), bus.send, rate_bytes_per_s=1e12, chunk_bytes=CHUNK
+            )
             tasks = [asyncio.create_task(transfer.run())]
 
             async def pump() -> None:
@@ -234,7 +239,7 @@ async def fetch_raw(source: str, files: list[tuple[str, int]], size: int) -> flo
                     in_flight = 0
                     while written < file_size:
                         while in_flight < WINDOW and asked < file_size:
-                            length = min(CHUNK_BYTES, file_size - asked)
+                            length = min(CHUNK, file_size - asked)
                             await dealer.send(
                                 msgspec.msgpack.encode([address, path, asked, length])
                             )
