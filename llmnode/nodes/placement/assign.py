@@ -6,17 +6,19 @@ that sees the same inputs. Rules, in order of precedence:
 1. A node is never given more model footprint than its memory for models (pinned replicas, from
    ``--model``, are facts: they count against the node's memory and toward the replica count).
 2. The replicas of one model are on distinct nodes.
-3. Stability: every replica of ``previous`` (or already loaded) on a node still alive is kept
-   while it fits, so when a node dies only the replicas it held move, and a joining node moves
-   nothing. This is the "bounded loads" half of consistent hashing, with the previous answer as
-   the ring.
+3. Stability: every replica of ``previous`` or already loaded (the ``loaded`` sets every node
+   gossips, so nodes agree on them) on a node still alive is kept while it fits, so when a node
+   dies only the replicas it held move, and a joining node moves nothing. This is the "bounded
+   loads" half of consistent hashing, with what is loaded as the ring. The one exception: a
+   replica moves when that lets a model with no replica get one.
 4. New replicas go first to nodes that already have the model loaded, then to nodes holding its
    files (no transfer), then to the node with the most memory left; ties are broken by a
    rendezvous hash of (model, node), so the choice is spread and does not depend on order.
 
 Greedy first-fit-decreasing misses some packings; when it leaves a replica unplaced, a bounded
-backtracking search (deterministic, same preference order) looks for an assignment that meets
-every count, and is used when it finds one.
+branch-and-bound search (deterministic, same preference order, :data:`SEARCH_BUDGET` steps)
+looks for the assignment placing the most replicas around the kept ones; on small meshes it
+finds as many as the exhaustive optimum (:mod:`llmnode.nodes.placement.optimum`).
 """
 
 from __future__ import annotations
@@ -165,14 +167,15 @@ def place(
         _fill(plan, demand, alive, frozenset())
 
     if _short(plan, demands, len(alive)):
-        # Keep every replica already placed and place the most around them; moving replicas
-        # is allowed only where that places more (meeting the counts beats not moving).
-        stable = _search(alive, demands, kept_pairs, before)
-        if _total(stable) > _total(plan):
+        # Keep every replica already placed and place the most around them. Moving a replica
+        # (a transfer and a load elsewhere) is worth it only to serve a model that would
+        # otherwise have none.
+        stable = _search(alive, demands, kept_pairs, before, kept_pairs)
+        if (_served(stable), _total(stable)) > (_served(plan), _total(plan)):
             plan = stable
-        if _short(plan, demands, len(alive)):
-            free = _search(alive, demands, pinned_pairs, before)
-            if _total(free) > _total(plan):
+        if _served(plan) < len(demands):
+            free = _search(alive, demands, pinned_pairs, before, kept_pairs)
+            if _served(free) > _served(plan):
                 plan = free
     return _result(plan, demands)
 
@@ -201,9 +204,10 @@ def _search(
     demands: Sequence[Demand],
     fixed: set[tuple[str, str]],
     before: Mapping[str, tuple[str, ...]],
+    keep: set[tuple[str, str]],
 ) -> _Plan:
-    """The plan placing the most replicas around ``fixed`` found by bounded branch and bound
-    (preferred nodes tried first, so among equals the stabler plan is found first)."""
+    """The best plan around ``fixed`` found by bounded branch and bound: most models served,
+    then most of the ``keep`` pairs kept, then most replicas (preferred nodes tried first)."""
     plan = _Plan(alive)
     for model, node_id in sorted(fixed):
         demand = next(d for d in demands if d.model == model)
@@ -229,17 +233,22 @@ def _search(
         )
         for demand in demands
     }
-    best: tuple[int, dict[str, list[str]]] = (-1, {})
+    later = [frozenset(d.model for d in slots[index:]) for index in range(len(slots) + 1)]
+    keep_later = [sum(1 for m, _ in keep if m in models) for models in later]
+    best: tuple[tuple[int, int, int], dict[str, list[str]]] = ((-1, -1, -1), {})
     steps = 0
 
-    def solve(index: int, floor: int, placed: int) -> bool:
-        """Explore from slot ``index``; True stops the search (every slot filled)."""
+    def solve(index: int, floor: int, placed: int, kept: int) -> bool:
+        """Explore from slot ``index``; True stops the search (nothing better can exist)."""
         nonlocal steps, best
-        if placed > best[0]:
-            best = (placed, {m: list(ns) for m, ns in plan.chosen.items()})
+        served = sum(1 for nodes in plan.chosen.values() if nodes)
+        if (served, kept, placed) > best[0]:
+            best = ((served, kept, placed), {m: list(ns) for m, ns in plan.chosen.items()})
         if index == len(slots):
-            return placed == len(slots)
-        if placed + len(slots) - index <= best[0] or steps > SEARCH_BUDGET:
+            return placed == len(slots) and keep <= _pairs(plan)
+        unserved = sum(1 for model in later[index] if not plan.chosen.get(model))
+        bound = (served + unserved, kept + keep_later[index], placed + len(slots) - index)
+        if bound <= best[0] or steps > SEARCH_BUDGET:
             return False
         demand = slots[index]
         order = ranked[demand.model]
@@ -250,14 +259,15 @@ def _search(
             if not plan.fits(node_id, demand):
                 continue
             plan.add(node_id, demand)
-            found = solve(index + 1, position + 1 if same_next else 0, placed + 1)
+            gained = (demand.model, node_id) in keep
+            found = solve(index + 1, position + 1 if same_next else 0, placed + 1, kept + gained)
             plan.remove(node_id, demand)
             if found:
                 return True
         # Or leave this and the model's remaining slots empty.
-        return solve(next_model[index], 0, placed)
+        return solve(next_model[index], 0, placed, kept)
 
-    solve(0, 0, 0)
+    solve(0, 0, 0, sum(1 for pair in _pairs(plan) if pair in keep))
     result = _Plan(alive)
     for model, nodes in best[1].items():
         demand = next(d for d in demands if d.model == model)
@@ -265,6 +275,10 @@ def _search(
             result.left[node_id] -= demand.footprint_mb
             result.chosen.setdefault(model, []).append(node_id)
     return result
+
+
+def _served(plan: _Plan) -> int:
+    return sum(1 for nodes in plan.chosen.values() if nodes)
 
 
 def _total(plan: _Plan) -> int:

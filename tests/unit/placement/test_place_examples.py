@@ -68,3 +68,16 @@ def test_backtracking_finds_the_packing_first_fit_decreasing_misses() -> None:
 def test_undeployed_models_are_not_placed() -> None:
     nodes = [NodeCapacity(node="a", memory_mb=9000, loaded=frozenset({"smollm2"}))]
     assert place(nodes, [Demand(model="smollm2", replicas=0, footprint_mb=700)]).replicas == {}
+
+
+def test_serving_one_more_model_beats_one_more_replica_of_another() -> None:
+    # Four replicas of x and w fit (two each); y then finds no room. Serving y is worth more.
+    nodes = [NodeCapacity(node="a", memory_mb=3), NodeCapacity(node="b", memory_mb=3)]
+    demands = [
+        Demand(model="x", replicas=2, footprint_mb=1),
+        Demand(model="w", replicas=2, footprint_mb=1),
+        Demand(model="y", replicas=1, footprint_mb=3),
+    ]
+    result = place(nodes, demands)
+    assert len(result.nodes_for("y")) == 1
+    assert len(result.nodes_for("x")) + len(result.nodes_for("w")) == 2
