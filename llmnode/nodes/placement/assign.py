@@ -23,6 +23,7 @@ finds as many as the exhaustive optimum (:mod:`llmnode.nodes.placement.optimum`)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ def moves(before: Assignment, after: Assignment) -> int:
     return len(after.pairs() - before.pairs())
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def rendezvous(model: str, node: str) -> int:
     """Highest-random-weight hash of (model, node): the deterministic tie-break."""
     digest = hashlib.blake2b(f"{model}\x00{node}".encode(), digest_size=8).digest()

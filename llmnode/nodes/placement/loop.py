@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from llmnode.bus.identity import Identity
 from llmnode.errors import MeshError
 from llmnode.log import get_logger
-from llmnode.nodes.placement.assign import Assignment, NodeCapacity, place
+from llmnode.nodes.placement.assign import Assignment, Demand, NodeCapacity, place
 from llmnode.nodes.placement.autoscale import AutoscalePolicy, AutoState, step, steward
 from llmnode.nodes.placement.deployments import Deployments, demands, issue, next_version
 from llmnode.nodes.placement.reconcile import Actions, reconcile
@@ -62,6 +62,7 @@ class PlacementLoop:
         self.footprints, self.policy = footprints, policy or AutoscalePolicy()
         self.interval_s, self.retry_s, self.clock = interval_s, retry_s, clock
         self.assignment = Assignment()
+        self._placed_for: tuple[tuple[NodeCapacity, ...], tuple[Demand, ...]] = ((), ())
         self._work: dict[str, asyncio.Task[None]] = {}
         self._failed_at: dict[str, float] = {}
         self._auto: dict[str, AutoState] = {}
@@ -97,7 +98,10 @@ class PlacementLoop:
         current = self.deployments.current()
         footprints = dict(self.footprints())
         footprints.update({m: d.footprint_mb for m, d in current.items() if d.footprint_mb})
-        self.assignment = place(nodes, demands(current, footprints))
+        wanted = demands(current, footprints)
+        inputs = (tuple(nodes), tuple(wanted))
+        if inputs != self._placed_for:  # place only when the view or the deployments changed
+            self.assignment, self._placed_for = place(nodes, wanted), inputs
         deployed = frozenset(m for m, d in current.items() if d.deployed)
         actions = reconcile(
             self.me, self.assignment, nodes, footprints, self.hooks.loaded_mb(), deployed
