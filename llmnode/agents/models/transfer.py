@@ -58,6 +58,7 @@ CHUNK_BYTES = 256 * 1024
 WINDOW = 8  # chunk requests in flight per pull
 RATE_BYTES_PER_S = 100e6  # default pace of uploads and downloads, each way
 SERVE_QUEUE = 256  # requests waiting to be served; beyond, dropped (the fetcher asks again)
+# The message types the node's dispatch hands to ModelTransfer.handle.
 MESSAGES = (ModelManifestRequest, ModelManifestReply, ModelChunkRequest, ModelChunk)
 Send = Callable[[bytes, WireMessage], bool]
 
@@ -106,7 +107,8 @@ class ModelTransfer:
         self._upload = TokenBucket(rate_bytes_per_s, burst)
         self._download = TokenBucket(rate_bytes_per_s, burst)
         self._requests: asyncio.Queue[tuple[bytes, WireMessage]] = asyncio.Queue(SERVE_QUEUE)
-        self._replies: dict[bytes, asyncio.Queue[WireMessage]] = {}
+        # transfer id -> (the holder asked, its replies): bounded, and only from that holder
+        self._replies: dict[bytes, tuple[bytes, asyncio.Queue[WireMessage]]] = {}
         self._manifests: dict[str, tuple[float, bytes, Manifest]] = {}
         self.stats: dict[str, int] = {
             "bytes_served": 0,
@@ -124,9 +126,9 @@ class ModelTransfer:
     def handle(self, sender: bytes, message: WireMessage) -> bool:
         """Take a transfer message from the bus (False: not one of ours). Never waits."""
         if isinstance(message, ModelChunk | ModelManifestReply):
-            queue = self._replies.get(message.transfer)
-            if queue is not None:
-                queue.put_nowait(message)
+            waiting = self._replies.get(message.transfer)
+            if waiting is not None and waiting[0] == sender and not waiting[1].full():
+                waiting[1].put_nowait(message)
             return True
         if isinstance(message, ModelChunkRequest | ModelManifestRequest):
             try:
@@ -261,7 +263,8 @@ class ModelTransfer:
         self, model: str, holder: bytes, expected: str, timeout: float
     ) -> tuple[bytes, Manifest]:
         transfer = crypto.random_bytes(16)
-        queue = self._replies[transfer] = asyncio.Queue()
+        queue: asyncio.Queue[WireMessage] = asyncio.Queue(2)
+        self._replies[transfer] = (holder, queue)
         try:
             self._request(holder, ModelManifestRequest(transfer=transfer, model=model))
             try:
@@ -299,7 +302,8 @@ class ModelTransfer:
         if have == size and digest.hexdigest() == sha256:
             return
         transfer = crypto.random_bytes(16)
-        queue = self._replies[transfer] = asyncio.Queue()
+        queue: asyncio.Queue[WireMessage] = asyncio.Queue(4 * self.window)
+        self._replies[transfer] = (holder, queue)
         try:
             with target.open("ab") as handle:
                 await self._receive_chunks(
