@@ -232,7 +232,7 @@ class ModelTransfer:
             for holder in holders:
                 peer = node_id_to_text(holder)[:12]
                 try:
-                    data, manifest = await self._fetch_manifest(
+                    data, manifest = await self.fetch_manifest(
                         model, holder, manifest_sha256, manifest_timeout_s
                     )
                     folder = prepare_partial(self.store, model, data)
@@ -259,9 +259,11 @@ class ModelTransfer:
         if not self._send(holder, message):
             raise TransportError("the holder is unreachable (unknown peer or full queue)")
 
-    async def _fetch_manifest(
-        self, model: str, holder: bytes, expected: str, timeout: float
+    async def fetch_manifest(
+        self, model: str, holder: bytes, expected: str = "", timeout: float = 5.0
     ) -> tuple[bytes, Manifest]:
+        """A holder's manifest.json bytes and decoded manifest (for ``models deploy`` on a
+        node without the model: its footprint and ``manifest_digest`` go in the record)."""
         transfer = crypto.random_bytes(16)
         queue: asyncio.Queue[WireMessage] = asyncio.Queue(2)
         self._replies[transfer] = (holder, queue)

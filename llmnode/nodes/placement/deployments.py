@@ -110,12 +110,13 @@ def demands(
     deployments: Mapping[str, Deployment], footprints: Mapping[str, int] | None = None
 ) -> list[Demand]:
     """What ``place`` needs from the deployed models. ``footprints`` (from manifests) fills in
-    a footprint a record does not carry."""
+    a footprint a record does not carry; a model whose footprint is still unknown is left out,
+    since placing it blind could overfill a node (``llmnode models deploy`` writes it)."""
     found: list[Demand] = []
     for model, deployment in deployments.items():
-        if not deployment.deployed:
-            continue
         footprint = deployment.footprint_mb or (footprints or {}).get(model, 0)
+        if not deployment.deployed or footprint <= 0:
+            continue
         replicas = deployment.replicas
         if deployment.auto:
             replicas = min(max(replicas, deployment.min_replicas, 1), deployment.max_replicas)

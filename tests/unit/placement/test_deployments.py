@@ -119,12 +119,13 @@ def test_bad_names_and_counts_are_refused_on_decode() -> None:
             decode(record)
 
 
-def test_demands_skip_undeployed_models_and_keep_auto_within_its_bounds() -> None:
+def test_demands_skip_undeployed_and_unknown_size_models_and_keep_auto_in_bounds() -> None:
     current = {
         "a": Deployment(model="a", replicas=2, footprint_mb=100),
         "b": Deployment(model="b", replicas=0, deployed=False),
         "c": Deployment(model="c", replicas=0, auto=True, min_replicas=1, max_replicas=4),
         "d": Deployment(model="d", replicas=9, auto=True, max_replicas=4, footprint_mb=5),
+        "e": Deployment(model="e", replicas=1),  # footprint unknown: not placed blind
     }
     assert demands(current, {"c": 300}) == [
         Demand(model="a", replicas=2, footprint_mb=100),
