@@ -169,3 +169,17 @@ async def test_a_holder_serves_only_the_files_its_manifest_lists(
     assert all(isinstance(r.message, ModelChunk) for r in replies)
     assert [r.message.error for r in replies] == ["no_such_range"] * 3  # type: ignore[attr-defined]
     assert [r.message.data for r in replies] == [b""] * 3  # type: ignore[attr-defined]
+
+
+async def test_a_copy_other_than_the_deployed_manifest_is_refused(
+    tmp_path: Path, start_node: StartNode
+) -> None:
+    source, _ = store_with_model(tmp_path / "a")
+    target = ModelStore(tmp_path / "b")
+    holder: Node = await start_node(source, **FAST)
+    fetcher: Node = await start_node(target, **FAST)
+    await fetcher.bus.connect(holder.bus.address)
+    with pytest.raises(ModelError, match="not the deployed one"):
+        await fetcher.transfer.pull(MODEL, [holder.bus.node_id], manifest_sha256="0" * 64)
+    assert holder.transfer.stats["bytes_served"] == 0
+    assert not target.exists(MODEL)
