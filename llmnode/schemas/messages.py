@@ -12,7 +12,13 @@ from typing import Any, Union
 import msgspec
 
 from llmnode.errors import Rejected
-from llmnode.schemas import control, handshake, membership, requests  # noqa: F401 - registers
+from llmnode.schemas import (  # noqa: F401 - registers
+    control,
+    handshake,
+    membership,
+    placement,
+    requests,
+)
 from llmnode.schemas.base import WireMessage
 
 

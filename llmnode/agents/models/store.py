@@ -247,6 +247,28 @@ class ModelStore:
             model_file=model_file,
         )
         (temp / MANIFEST).write_bytes(msgspec.json.format(msgspec.json.encode(manifest)))
+        self._move_into_place(temp, name)
+        log.info(
+            "model_stored",
+            model=name,
+            task=task,
+            precision=precision,
+            size_mb=round(manifest.size_bytes / 1e6, 1),
+        )
+        return manifest
+
+    def install(self, folder: Path) -> Manifest:
+        """Move ``folder`` (model files and their manifest.json, e.g. copied from a peer whose
+        files were checked against that manifest) into place atomically, as :meth:`commit` does.
+        ``folder`` must be inside the store's root, so the rename stays on one file system."""
+        manifest = msgspec.json.decode((folder / MANIFEST).read_bytes(), type=Manifest)
+        self._move_into_place(folder, check_name(manifest.name))
+        log.info(
+            "model_installed", model=manifest.name, size_mb=round(manifest.size_bytes / 1e6, 1)
+        )
+        return self.get(manifest.name)
+
+    def _move_into_place(self, temp: Path, name: str) -> None:
         _fsync_tree(temp)
         final = self.path(name)
         if final.exists():
@@ -256,14 +278,6 @@ class ModelStore:
             shutil.rmtree(trash, ignore_errors=True)
         else:
             temp.rename(final)
-        log.info(
-            "model_stored",
-            model=name,
-            task=task,
-            precision=precision,
-            size_mb=round(manifest.size_bytes / 1e6, 1),
-        )
-        return manifest
 
 
 def _fsync_tree(folder: Path) -> None:
