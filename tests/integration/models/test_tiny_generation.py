@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from llmnode.agents.models import GenerationRuntime, ModelStore
-from llmnode.errors import Busy
+from llmnode.errors import Busy, ModelError
 from llmnode.schemas.inference import ChatMessage, GenerateRequest
 
 PROMPTS = [
@@ -138,9 +139,7 @@ async def test_streamed_text_equals_the_decoded_tokens(
     async for chunk in runtime.stream(GenerateRequest(prompt=PROMPTS[2], max_tokens=40)):
         texts.append(chunk.text)
         ids.extend(chunk.token_ids)
-    assert "".join(texts) == runtime.tokenizer.decode(
-        ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
-    )
+    assert "".join(texts) == runtime.tokenizer.decode(ids, skip_special_tokens=True)
 
 
 async def test_generation_stops_at_a_stop_string_and_excludes_it(
@@ -166,7 +165,7 @@ async def test_chat_messages_are_rendered_with_the_chat_template(
 ) -> None:
     runtime = tiny_runtimes["gpt2"]
     request = GenerateRequest(messages=[ChatMessage(role="user", content="hi")], max_tokens=3)
-    prompt = runtime.tokenizer.decode(runtime.encode_prompt(request))
+    prompt = runtime.tokenizer.decode(runtime.encode_prompt(request), skip_special_tokens=False)
     assert prompt == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -218,3 +217,47 @@ async def test_a_full_queue_answers_busy(tiny_store: tuple[ModelStore, dict[str,
             await stream.aclose()
     finally:
         runtime.close()
+
+
+async def test_the_prompt_is_tokenised_once_per_request_off_the_event_loop(
+    tiny_store: tuple[ModelStore, dict[str, Path]],
+) -> None:
+    store, _ = tiny_store
+    calls: list[int] = []
+
+    class Recording(GenerationRuntime):
+        def encode_prompt(self, request: GenerateRequest) -> list[int]:
+            calls.append(threading.get_ident())
+            return super().encode_prompt(request)
+
+    runtime = Recording(store, "tiny-gpt2", max_batch_size=1)
+    request = GenerateRequest(messages=[ChatMessage(role="user", content="hi")], max_tokens=3)
+    try:
+        result = await runtime.generate(request)
+        assert len(calls) == 1
+        assert calls[0] != threading.get_ident()
+        assert result.prompt_tokens == len(runtime.encode_prompt(request)) > 0
+    finally:
+        runtime.close()
+
+
+async def test_a_resumed_stream_continues_the_text_where_the_delivered_part_ends(
+    tiny_runtimes: dict[str, GenerationRuntime],
+) -> None:
+    runtime = tiny_runtimes["gpt2"]
+    chunks = [c async for c in runtime.stream(GenerateRequest(prompt=PROMPTS[2], max_tokens=30))]
+    head = chunks[: len(chunks) // 2]
+    delivered = [token for chunk in head for token in chunk.token_ids]
+    resumed = await runtime.generate(
+        GenerateRequest(prompt=PROMPTS[2], max_tokens=30, resume_token_ids=delivered)
+    )
+    assert len(head) >= 3
+    assert "".join(c.text for c in head) + resumed.text == "".join(c.text for c in chunks)
+
+
+async def test_a_too_long_prompt_fails_the_stream_with_one_readable_error(
+    tiny_runtimes: dict[str, GenerationRuntime],
+) -> None:
+    runtime = tiny_runtimes["gpt2"]
+    with pytest.raises(ModelError, match="too long"):
+        await runtime.generate(GenerateRequest(prompt="fox " * 3000, max_tokens=3))
