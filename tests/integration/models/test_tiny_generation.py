@@ -20,6 +20,10 @@ PROMPTS = [
     "A mesh of nodes serves",
 ]
 ARCHS = ["gpt2", "llama"]
+# The fused graph (GroupQueryAttention, shared KV buffer) in fp32 must equal PyTorch too; its int4
+# twin changes the numbers, so it is held to its own answers alone (batched, joined, resumed).
+FUSED = "llama-fused"
+INT4 = "llama-int4"
 
 
 def torch_greedy(
@@ -46,13 +50,24 @@ def torch_greedy(
 @pytest.fixture(scope="module")
 def references(tiny_store: tuple[ModelStore, dict[str, Path]], tiny_runtimes: Any) -> Any:
     _, sources = tiny_store
-    return {
+    expected = {
         arch: [torch_greedy(sources[arch], tiny_runtimes[arch], p, 24) for p in PROMPTS]
         for arch in ARCHS
     }
+    expected[FUSED] = [torch_greedy(sources["llama"], tiny_runtimes[FUSED], p, 24) for p in PROMPTS]
+    int4 = tiny_runtimes[INT4]
+
+    async def alone() -> list[list[int]]:
+        return [
+            (await int4.generate(GenerateRequest(prompt=p, max_tokens=24))).token_ids
+            for p in PROMPTS
+        ]
+
+    expected[INT4] = asyncio.run(alone())
+    return expected
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [*ARCHS, FUSED])
 async def test_onnx_greedy_equals_torch_greedy_alone(
     arch: str, tiny_runtimes: dict[str, GenerationRuntime], references: Any
 ) -> None:
@@ -62,7 +77,7 @@ async def test_onnx_greedy_equals_torch_greedy_alone(
         assert result.token_ids == expected
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [*ARCHS, FUSED, INT4])
 async def test_onnx_greedy_equals_torch_greedy_in_a_mixed_length_batch(
     arch: str, tiny_runtimes: dict[str, GenerationRuntime], references: Any
 ) -> None:
@@ -73,7 +88,7 @@ async def test_onnx_greedy_equals_torch_greedy_in_a_mixed_length_batch(
     assert [r.token_ids for r in results] == references[arch]
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [*ARCHS, FUSED, INT4])
 async def test_requests_joining_a_running_batch_still_equal_torch(
     arch: str, tiny_runtimes: dict[str, GenerationRuntime], references: Any
 ) -> None:
@@ -113,7 +128,7 @@ async def test_seeded_sampling_is_reproducible_alone_and_in_a_batch(
     assert other_seed.token_ids != alone.token_ids
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [*ARCHS, FUSED, INT4])
 async def test_resuming_from_delivered_tokens_equals_the_uninterrupted_run(
     arch: str, tiny_runtimes: dict[str, GenerationRuntime], references: Any
 ) -> None:
@@ -169,11 +184,12 @@ async def test_chat_messages_are_rendered_with_the_chat_template(
     assert prompt == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
 
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-int4"])
 async def test_cancelling_a_stream_frees_its_slot_at_once(
-    tiny_store: tuple[ModelStore, dict[str, Path]],
+    name: str, tiny_store: tuple[ModelStore, dict[str, Path]]
 ) -> None:
     store, _ = tiny_store
-    runtime = GenerationRuntime(store, "tiny-llama", max_batch_size=1)
+    runtime = GenerationRuntime(store, name, max_batch_size=1)
     try:
         long = runtime.stream(GenerateRequest(prompt="Paris", max_tokens=900))
         await long.__anext__()
