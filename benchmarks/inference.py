@@ -10,7 +10,8 @@ its own), measured in turns in the same run:
   -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'"
   pip install llama-cpp-python==0.3.36` (about 5-15 minutes; the AMX flags avoid a crash);
 - PyTorch eager (`generate`, greedy, KV cache) on the same weights.
-Also: 8 concurrent streams with different prompts (llmnode batches continuously; GenAI runs one
+Also: embeddings (all-MiniLM-L6-v2) unbatched vs dynamically batched; 8 concurrent streams with
+different prompts (llmnode batches continuously; GenAI runs one
 static batch of 8), `decode_time_growth` (a 2,000-token generation on a tiny model: time per
 token over the last 200 tokens / the first 200), and the quality of int4 against fp32 (greedy
 agreement on 20 prompts x 32 tokens, and perplexity on a fixed text).
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 
 CHAT = "smollm2-135m-instruct"
+EMBED = "all-minilm-l6-v2"
 INT4 = f"{CHAT}-int4"
 PROMPTS = [
     "Write a long story about a dragon who learns to fly.",
@@ -334,6 +336,44 @@ def run_quality(store_root: str, threads: int) -> dict[str, Any]:
     }
 
 
+async def embedding_figures(store_root: str, threads: int, requests: int = 256) -> dict[str, Any]:
+    """all-MiniLM-L6-v2 at concurrency 32: one text per batch vs dynamic batching."""
+    from llmnode.agents.models import EmbeddingRuntime, ModelStore
+
+    texts = [f"Sentence number {i} about {PROMPTS[i % len(PROMPTS)]}" for i in range(requests)]
+    figures: dict[str, float] = {}
+    for label, batch in (("unbatched", 1), ("batched", 32)):
+        runtime = EmbeddingRuntime(
+            ModelStore(store_root), EMBED, max_batch_size=batch, threads=threads
+        )
+        await runtime.embed(texts[:4])
+        latencies: list[float] = []
+        semaphore = asyncio.Semaphore(32)
+
+        async def one(
+            text: str,
+            runtime: Any = runtime,
+            semaphore: Any = semaphore,
+            latencies: Any = latencies,
+        ) -> None:
+            async with semaphore:
+                started = time.perf_counter()
+                await runtime.embed([text])
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*[one(t) for t in texts])
+        elapsed = time.perf_counter() - started
+        runtime.close()
+        latencies.sort()
+        figures[f"embed_{label}_per_s"] = round(requests / elapsed, 1)
+        figures[f"embed_{label}_p50_ms"] = round(statistics.median(latencies), 2)
+    figures["embed_batching_ratio"] = round(
+        figures["embed_batched_per_s"] / figures["embed_unbatched_per_s"], 3
+    )
+    return figures
+
+
 def child(arguments: argparse.Namespace) -> None:
     engine, store, tokens, threads = (
         arguments.child,
@@ -355,9 +395,12 @@ def child(arguments: argparse.Namespace) -> None:
         figures = run_torch(store, tokens, threads)
     elif engine == "growth":
         figures = run_growth(threads)
+    elif engine == "embeddings":
+        figures = asyncio.run(embedding_figures(store, threads))
     else:
         figures = run_quality(store, threads)
-    figures["peak_rss_mb"] = peak_rss_mb()
+    if engine not in ("growth", "embeddings", "quality"):
+        figures["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(figures))
 
 
@@ -398,6 +441,7 @@ def main() -> None:
     say("pulling models (once)")
     pull(CHAT, store, progress=False)
     pull(CHAT, store, quantize="int4", progress=False)
+    pull(EMBED, store, progress=False)
     import importlib.util
 
     engines = ["llmnode-int4", "genai-int4", "llmnode-default", "torch"]
@@ -406,6 +450,7 @@ def main() -> None:
     runs = {engine: in_process(engine, arguments) for engine in engines}
     runs["growth"] = in_process("growth", arguments)
     runs["quality"] = in_process("quality", arguments)
+    runs["embeddings"] = in_process("embeddings", arguments)
     ours, genai = runs["llmnode-int4"], runs["genai-int4"]
     default = runs["llmnode-default"]
     figures: dict[str, Any] = {
@@ -442,6 +487,7 @@ def main() -> None:
         else None
     )
     figures.update(runs["quality"] or {})
+    figures.update(runs["embeddings"] or {})
     for engine in engines:
         for key, value in (runs[engine] or {}).items():
             figures[f"{engine.replace('-', '_')}_{key}"] = round(value, 2)
