@@ -281,6 +281,7 @@ def run_growth(threads: int, tokens: int = 2000) -> dict[str, Any]:
 def run_quality(store_root: str, threads: int) -> dict[str, Any]:
     """int4 against the fp32 (fused) default: greedy agreement and perplexity."""
     from llmnode.agents.models import GenerationRuntime, ModelStore
+    from llmnode.agents.models.decoding import open_batch
     from llmnode.agents.models.providers import create_session
     from llmnode.agents.models.tokenizer import TextTokenizer
     from llmnode.schemas.inference import ChatMessage, GenerateRequest
@@ -298,22 +299,20 @@ def run_quality(store_root: str, threads: int) -> dict[str, Any]:
         return outputs
 
     def perplexity(name: str) -> float:
+        """Teacher-forced through the runtime's own cache (the graph returns last logits only)."""
         folder = store.path(name)
         ids = TextTokenizer(folder).encode(PERPLEXITY_TEXT, add_special_tokens=False)
         session, _ = create_session(folder / "model.onnx", prefer_gpu=False, threads=threads)
-        feed: dict[str, np.ndarray] = {
-            "input_ids": np.asarray([ids], dtype=np.int64),
-            "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
-        }
-        for item in session.get_inputs():
-            if item.name.startswith("past_key_values."):
-                feed[item.name] = np.zeros(
-                    (1, int(item.shape[1]), 0, int(item.shape[3])), np.float32
-                )
-        logits = session.run(["logits"], feed)[0][0].astype(np.float64)
-        logits -= logits.max(axis=-1, keepdims=True)
-        log_probabilities = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
-        return float(np.exp(-log_probabilities[np.arange(len(ids) - 1), ids[1:]].mean()))
+        batch = open_batch(session, shared_buffer=True, slots=1, max_positions=4096)
+
+        def log_probability(logits: np.ndarray, token: int) -> float:
+            shifted = logits.astype(np.float64) - float(logits.max())
+            return float(shifted[token] - np.log(np.exp(shifted).sum()))
+
+        total = log_probability(batch.prefill(ids[:1]), ids[1])
+        for position in range(1, len(ids) - 1):
+            total += log_probability(batch.step([ids[position]])[0], ids[position + 1])
+        return float(np.exp(-total / (len(ids) - 1)))
 
     reference, quantized = asyncio.run(greedy(CHAT)), asyncio.run(greedy(INT4))
     positional = [

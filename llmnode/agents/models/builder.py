@@ -4,7 +4,8 @@ The builder (``python -m onnxruntime_genai.models.builder``, from the ``onnxrunt
 package, installed ``--no-deps``) emits the graph ONNX Runtime runs fastest on CPU:
 ``GroupQueryAttention`` with rotary embeddings inside, fused ``SkipSimplifiedLayerNormalization``,
 one packed QKV projection and, for ``int4``, ``MatMulNBits`` for every projection including the
-output layer. Its KV cache is shared between past and present (written in place), which
+output layer. llmnode then slices the hidden state of the last position before the output layer
+(sampling needs no other logits). Its KV cache is shared between past and present (written in place), which
 :class:`llmnode.agents.models.decoding.SharedBufferBatch` serves. The builder reads a Hugging Face
 folder, so a GGUF or hub source is first loaded with transformers and saved as one. It runs in a
 subprocess: its memory is returned when it ends, and a crash is one readable error.
@@ -83,6 +84,39 @@ def run_builder(folder: Path, output: Path, precision: str, cache: Path) -> None
         )
 
 
+def logits_of_the_last_position(model_path: Path) -> None:
+    """Make the graph compute logits for the last position only (a ``Slice`` before the output
+    layer): a prompt of n tokens then costs one output projection instead of n. Decoding feeds
+    one token per row, so it is unchanged. Only the graph file is rewritten; the weights stay
+    in their external data file."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    nodes = model.graph.node
+    head = next(
+        (i for i, n in enumerate(nodes) if n.name.startswith("/lm_head/") and "logits" in n.output),
+        None,
+    )
+    if head is None:
+        raise ModelError("the builder's graph has no /lm_head node producing logits")
+    hidden = nodes[head].input[0]
+    last = f"{hidden}/last_position"
+    constants = {"starts": -1, "ends": 2**62, "axes": 1}
+    for key, value in constants.items():
+        model.graph.initializer.append(
+            helper.make_tensor(f"/llmnode/last_position/{key}", TensorProto.INT64, [1], [value])
+        )
+    inputs = [hidden, *(f"/llmnode/last_position/{key}" for key in constants)]
+    nodes.insert(head, helper.make_node("Slice", inputs, [last], name="/llmnode/last_position"))
+    nodes[head + 1].input[0] = last
+    for output in model.graph.output:
+        if output.name == "logits":
+            output.type.tensor_type.shape.dim[1].Clear()
+            output.type.tensor_type.shape.dim[1].dim_value = 1
+    onnx.save(model, str(model_path))
+
+
 def build(
     source_kind: str,
     location: str,
@@ -106,6 +140,7 @@ def build(
         with store.writing(name) as temp:
             with Progress(f"building the {precision} graph of {name}", enabled=progress):
                 run_builder(folder, temp, precision, scratch / "cache")
+                logits_of_the_last_position(temp / "model.onnx")
             for kept in _KEPT_FROM_SOURCE:
                 if (folder / kept).is_file():
                     shutil.copyfile(folder / kept, temp / kept)
