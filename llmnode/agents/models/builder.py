@@ -5,10 +5,11 @@ package, installed ``--no-deps``) emits the graph ONNX Runtime runs fastest on C
 ``GroupQueryAttention`` with rotary embeddings inside, fused ``SkipSimplifiedLayerNormalization``,
 one packed QKV projection and, for ``int4``, ``MatMulNBits`` for every projection including the
 output layer. llmnode then slices the hidden state of the last position before the output layer
-(sampling needs no other logits). Its KV cache is shared between past and present (written in place), which
-:class:`llmnode.agents.models.decoding.SharedBufferBatch` serves. The builder reads a Hugging Face
-folder, so a GGUF or hub source is first loaded with transformers and saved as one. It runs in a
-subprocess: its memory is returned when it ends, and a crash is one readable error.
+(sampling needs no other logits). Its KV cache is shared between past and present (written in
+place), which :class:`llmnode.agents.models.decoding.SharedBufferBatch` serves. The builder
+reads a Hugging Face folder, so a GGUF or hub source is first loaded with transformers and saved
+as one. It runs in a subprocess: its memory is returned when it ends, and a crash is one readable
+error.
 
 Precisions: ``int4`` (block size 32, accuracy level 4: int8 activations, chosen by measurement,
 see BENCHMARKS.md) and ``fused`` (the same graph in fp32, the reference for int4).

@@ -71,7 +71,12 @@ def build_tiny_causal_lm(
     config: transformers.PretrainedConfig
     if arch == "gpt2":
         config = transformers.GPT2Config(  # type: ignore[no-untyped-call]
-            n_layer=2, n_embd=64, n_head=4, n_positions=max_positions, initializer_range=0.2, **common
+            n_layer=2,
+            n_embd=64,
+            n_head=4,
+            n_positions=max_positions,
+            initializer_range=0.2,
+            **common,
         )
         model_class: type = transformers.GPT2LMHeadModel
     elif arch == "llama":
