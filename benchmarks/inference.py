@@ -133,12 +133,45 @@ def run_llmnode(store_root: str, name: str, tokens: int, threads: int) -> dict[s
     return asyncio.run(measure())
 
 
-def run_genai(folder: str, tokens: int, threads: int) -> dict[str, Any]:
+def genai_folder(stored: Path, scratch: Path) -> Path:
+    """The stored int4 model as GenAI needs it: llmnode's last-position slice taken out again
+    (GenAI reads the logits of every prompt position); the weights are hard-linked if they can be.
+    """
+    import shutil
+
+    import onnx
+
+    for item in stored.iterdir():
+        if item.name != "model.onnx":
+            try:  # GenAI refuses symbolic links out of the model folder
+                os.link(item, scratch / item.name)
+            except OSError:
+                shutil.copyfile(item, scratch / item.name)
+    model = onnx.load(str(stored / "model.onnx"), load_external_data=False)
+    nodes = model.graph.node
+    index = next(i for i, n in enumerate(nodes) if n.name == "/llmnode/last_position")
+    sliced, hidden = nodes[index].output[0], nodes[index].input[0]
+    del nodes[index]
+    for node in nodes:
+        node.input[:] = [hidden if name == sliced else name for name in node.input]
+    for output in model.graph.output:
+        if output.name == "logits":
+            output.type.tensor_type.shape.dim[1].dim_param = "sequence_length"
+    onnx.save(model, str(scratch / "model.onnx"))
+    return scratch
+
+
+def run_genai(stored: str, tokens: int, threads: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as scratch:
+        return run_genai_on(genai_folder(Path(stored), Path(scratch)), tokens, threads)
+
+
+def run_genai_on(folder: Path, tokens: int, threads: int) -> dict[str, Any]:
     import onnxruntime_genai as og
 
     from llmnode.agents.models.tokenizer import TextTokenizer
 
-    config = og.Config(folder)
+    config = og.Config(str(folder))
     config.clear_providers()
     options = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
     config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
@@ -471,6 +504,7 @@ def main() -> None:
         figures["streams_vs_genai"] = round(
             ours["concurrent_8_tokens_per_s"] / genai["static_batch_8_tokens_per_s"], 3
         )
+    if ours:
         figures["concurrent_streams_ratio"] = round(
             ours["concurrent_8_tokens_per_s"] / ours["sequential_8_tokens_per_s"], 3
         )
