@@ -51,11 +51,13 @@ COPY llmnode ./llmnode
 # itself with --no-deps, and check that exactly one ONNX Runtime distribution is present.
 # (`pip check` would flag the missing onnxruntime-gpu requirement in the CPU image; that is the
 # point, so it is not run.)
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(d for d in deps if not d.startswith(('onnxruntime', 'torch'))))" \
+# The image pulls (exports) its models at build time, so it takes the `export` extra too, and
+# ONNX Runtime GenAI's model builder --no-deps (it would pull plain onnxruntime).
+RUN python -c "import tomllib; project = tomllib.load(open('pyproject.toml', 'rb'))['project']; deps = project['dependencies'] + project['optional-dependencies']['export']; print('\n'.join(d for d in deps if not d.startswith(('onnxruntime', 'torch'))))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt "${ORT_PACKAGE}" \
-    && pip install --no-deps . \
-    && test "$(pip list --format=freeze | grep -ci '^onnxruntime')" = 1 \
+    && pip install --no-deps . "onnxruntime-genai==0.11.4" \
+    && test "$(pip list --format=freeze | grep -ci '^onnxruntime\(-gpu\)\?==')" = 1 \
     && python -c "import onnxruntime, llmnode.cli.main; print('onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())"
 
 # The default models, exported to ONNX at build time so a container starts serving at once.

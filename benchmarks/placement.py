@@ -43,6 +43,7 @@ from typing import Any
 import msgspec
 import zmq
 import zmq.asyncio
+from llmnode.nodes.simulation import detection_bound
 
 from llmnode.agents.models.partial import read_range
 from llmnode.agents.models.store import ModelStore
@@ -55,7 +56,6 @@ from llmnode.log import configure
 from llmnode.nodes.membership.config import MembershipConfig
 from llmnode.nodes.placement.assign import Demand, NodeCapacity, moves, place
 from llmnode.nodes.placement.optimum import optimum
-from llmnode.nodes.simulation import detection_bound
 from llmnode.schemas.base import MAX_FRAME_BYTES
 
 MODEL = "bench-model"

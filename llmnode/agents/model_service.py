@@ -132,12 +132,12 @@ class ModelService:
         if not stream:
             result: GenerateResult = await self.runtime.generate(request)
             return result
-        prompt_tokens = len(self.runtime.encode_prompt(request))
 
         async def forward(chunk: TokenChunk) -> None:
             await emit(_ENCODER.encode(chunk))
 
-        return await collect_result(self.runtime.stream(request), prompt_tokens, forward)
+        # The runtime tokenises the prompt once, off the event loop; the stream reports its size.
+        return await collect_result(self.runtime.stream(request), on_chunk=forward)
 
     async def _embed(self, request: EmbedRequest) -> EmbedResult:
         if not request.texts:

@@ -32,7 +32,12 @@ StoreOption = Annotated[
     ),
 ]
 QuantizeOption = Annotated[
-    str | None, typer.Option("--quantize", help="int8: ONNX Runtime dynamic quantisation")
+    str | None,
+    typer.Option(
+        "--quantize",
+        help="int4: the fused graph with int4 weights (ONNX Runtime GenAI's builder); "
+        "fused: that graph in fp32; int8: optimum's export, dynamically quantised",
+    ),
 ]
 NameOption = Annotated[str | None, typer.Option("--name", help="name in the store")]
 
@@ -99,7 +104,7 @@ def export(
     name: NameOption = None,
     store: StoreOption = None,
 ) -> None:
-    """Export a model to ONNX into the store with optimum."""
+    """Export a model to ONNX into the store (optimum; GenAI's builder for int4/fused)."""
     from llmnode.agents.models.export import export as export_model
 
     model_store = _store(store)

@@ -135,13 +135,7 @@ class EmbeddingRuntime:
     # -- the worker thread -----------------------------------------------------------------
 
     def _run_batch(self, texts: list[str]) -> np.ndarray:
-        encoded = self.tokenizer(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=MAX_SEQUENCE_TOKENS,
-            return_tensors="np",
-        )
+        encoded = self.tokenizer.encode_batch(texts, MAX_SEQUENCE_TOKENS)
         feed = {
             key: np.asarray(value, dtype=np.int64)
             for key, value in encoded.items()

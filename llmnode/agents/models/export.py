@@ -1,10 +1,14 @@
-"""Export a model to ONNX into the store with optimum, optionally int8-quantised (does I/O).
+"""Export a model to ONNX into the store (does I/O).
 
-Sources: a local Hugging Face directory, a GGUF file, or a Hugging Face hub id. The model and
-its tokenizer (with its chat template) are loaded with transformers, exported with optimum
-(``text-generation-with-past`` for causal LMs, so the graph takes ``past_key_values`` and
-returns ``present``; ``feature-extraction`` for embeddings), optionally quantised with ONNX
-Runtime's dynamic quantisation (QInt8 weights), and committed to the store atomically.
+Sources: a local Hugging Face directory, a GGUF file, or a Hugging Face hub id. Which exporter:
+- optimum, the exporter of record for fp32 and int8 and for embeddings: the model and its
+  tokenizer (with its chat template) are loaded with transformers, exported with optimum
+  (``text-generation-with-past`` for causal LMs, so the graph takes ``past_key_values`` and
+  returns ``present``; ``feature-extraction`` for embeddings), optionally quantised with ONNX
+  Runtime's dynamic quantisation (QInt8 weights);
+- ONNX Runtime GenAI's model builder for ``int4`` (and ``fused``, its fp32 twin) causal LMs:
+  the fused graph with ``MatMulNBits`` (:mod:`llmnode.agents.models.builder`).
+Either way the result is committed to the store atomically.
 """
 
 # Heavy libraries (onnxruntime, optimum, transformers, torch, tqdm) are imported inside the
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmnode.agents.models.builder import BUILDER_PRECISIONS, build
 from llmnode.agents.models.progress import Progress
 from llmnode.agents.models.store import Manifest, ModelStore, check_name
 from llmnode.errors import ModelError
@@ -28,6 +33,7 @@ from llmnode.log import get_logger
 
 log = get_logger(__name__)
 
+QUANTIZATIONS = (None, "int8", *BUILDER_PRECISIONS)
 OPTIMUM_TASKS = {
     "text-generation": "text-generation-with-past",
     "feature-extraction": "feature-extraction",
@@ -154,6 +160,7 @@ def export_versions() -> dict[str, str]:
         "torch",
         "onnxruntime-gpu",
         "onnxruntime",
+        "onnxruntime-genai",
     ):
         try:
             versions[package] = importlib.metadata.version(package)
@@ -179,7 +186,7 @@ def export_loaded(
     if task not in OPTIMUM_TASKS:
         raise ModelError(f"unknown task {task!r}: use one of {', '.join(OPTIMUM_TASKS)}")
     if quantize not in (None, "int8"):
-        raise ModelError(f"unknown quantisation {quantize!r}: only int8 is supported")
+        raise ModelError(f"optimum exports fp32 or int8, not {quantize!r}")
     with store.writing(name) as temp:
         with Progress(f"exporting {name} to ONNX", enabled=progress):
             try:
@@ -219,7 +226,23 @@ def export(
     task = task or infer_task(parsed)
     if task not in OPTIMUM_TASKS:
         raise ModelError(f"unknown task {task!r}: use one of {', '.join(OPTIMUM_TASKS)}")
+    if quantize not in QUANTIZATIONS:
+        choices = ", ".join(q for q in QUANTIZATIONS if q)
+        raise ModelError(f"unknown quantisation {quantize!r}: use {choices}")
     name = check_name(name or default_name(parsed, quantize))
+    if quantize in BUILDER_PRECISIONS:
+        if task != "text-generation":
+            raise ModelError(f"{quantize} applies to text-generation models only")
+        return build(
+            parsed.kind,
+            parsed.location,
+            store,
+            name=name,
+            precision=quantize,
+            source_label=source_label or parsed.label,
+            versions=export_versions(),
+            progress=progress,
+        )
     with Progress(f"loading {parsed.label}", enabled=progress):
         model, tokenizer = load_pretrained(parsed, task)
     log.info("model_export_started", model=name, source=parsed.label, task=task)

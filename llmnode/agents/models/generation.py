@@ -1,11 +1,13 @@
 """Text generation on an ONNX causal LM with a KV cache and continuous batching (does I/O).
 
 One decode worker thread per runtime steps every active sequence together. A request that
-arrives while others decode is prefilled on its own at the next step boundary and merged into
-the batch: past key/values and the attention mask are left-padded to a common length, and each
-sequence keeps its own position ids, so padding never changes what a sequence computes. Each
-sequence has its own random generator, so a seeded sampled request gives the same tokens
-whatever its batch mates. Chunks reach the caller's event loop with ``call_soon_threadsafe``.
+arrives while others decode is tokenised (once, on the worker, never on the event loop) and
+prefilled on its own at the next step boundary, then joins the batch; how the cache holds rows
+of different lengths is the business of :mod:`llmnode.agents.models.decoding` (one shared,
+preallocated buffer for fused GroupQueryAttention graphs; left padding for optimum's exports).
+Each sequence has its own random generator, so a seeded sampled request gives the same tokens
+whatever its batch mates. Text is produced incrementally per token (never by decoding the whole
+output again). Chunks reach the caller's event loop with ``call_soon_threadsafe``.
 
 Cancellation (the consumer stops iterating, closes the stream, or its task is cancelled) frees
 the slot at once; the worker drops the row at its next step. Resumption: ``resume_token_ids``
@@ -13,7 +15,7 @@ the slot at once; the worker drops the row at its next step. Resumption: ``resum
 ``max_tokens``, so a greedy resumed run continues the interrupted one exactly.
 """
 
-# Heavy libraries (onnxruntime, transformers) are imported by llmnode.agents.models.loading
+# Heavy libraries (onnxruntime, tokenizers) are imported by llmnode.agents.models.loading
 # inside the function that needs them, so `import llmnode` stays fast.
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from llmnode.agents.models.decoding import KVBatch, open_batch
 from llmnode.agents.models.loading import load_model
 from llmnode.agents.models.results import collect_result
+from llmnode.agents.models.sampling import choose_token, held_suffix
 from llmnode.agents.models.store import ModelStore
+from llmnode.agents.models.tokenizer import IncrementalDecoder
 from llmnode.errors import Busy, ModelError
 from llmnode.log import get_logger
 from llmnode.schemas.inference import GenerateRequest, GenerateResult, TokenChunk
@@ -40,53 +45,20 @@ from llmnode.schemas.state import ServiceLoad
 log = get_logger(__name__)
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
-_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 _EWMA = 0.2
-
-
-def choose_token(
-    logits: np.ndarray, request: GenerateRequest, generator: np.random.Generator
-) -> int:
-    """Greedy (temperature 0) or sampled with temperature, top-k and top-p."""
-    if request.temperature <= 0.0:
-        return int(np.argmax(logits))
-    scores = logits.astype(np.float64) / request.temperature
-    if 0 < request.top_k < scores.shape[0]:
-        cutoff = np.partition(scores, -request.top_k)[-request.top_k]
-        scores = np.where(scores < cutoff, -np.inf, scores)
-    probabilities = np.exp(scores - np.max(scores))
-    probabilities /= probabilities.sum()
-    if request.top_p < 1.0:
-        order = np.argsort(-probabilities, kind="stable")
-        cumulative = np.cumsum(probabilities[order])
-        keep = order[: int(np.searchsorted(cumulative, request.top_p)) + 1]
-        mask = np.zeros_like(probabilities)
-        mask[keep] = probabilities[keep]
-        probabilities = mask / mask.sum()
-    return int(generator.choice(probabilities.shape[0], p=probabilities))
-
-
-def _held_suffix(text: str, stops: list[str]) -> int:
-    """Length of the longest end of ``text`` that could begin one of ``stops``."""
-    longest = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), longest, -1):
-            if text.endswith(stop[:size]):
-                longest = size
-                break
-    return longest
 
 
 @dataclass(eq=False)
 class _Sequence:
     request: GenerateRequest
-    prompt_ids: list[int]
     loop: asyncio.AbstractEventLoop
     outbox: asyncio.Queue[TokenChunk | BaseException]
     generator: np.random.Generator
+    prompt_tokens: int = 0
+    decoder: IncrementalDecoder | None = None
     text_ids: list[int] = field(default_factory=list)  # resumed + generated
     pending_ids: list[int] = field(default_factory=list)  # generated, not yet sent
-    emitted_chars: int = 0
+    pending_text: str = ""  # their text, not yet sent
     position: int = 0
     next_token: int = 0
     cancelled: bool = False
@@ -107,6 +79,11 @@ class TokenStream:
         self._runtime = runtime
         self._sequence = sequence
         self._done = False
+
+    @property
+    def prompt_tokens(self) -> int:
+        """How many tokens the prompt has (known once the worker has taken the request)."""
+        return self._sequence.prompt_tokens
 
     def __aiter__(self) -> TokenStream:
         return self
@@ -170,26 +147,25 @@ class GenerationRuntime:
         )
         self.stop_token_ids = self._stop_tokens(folder)
         self._memory_mb = model.memory_mb
-        inputs = {item.name: item for item in self.session.get_inputs()}
-        self._past_names = [n for n in inputs if n.startswith("past_key_values.")]
-        self._present_names = [
-            o.name for o in self.session.get_outputs() if o.name.startswith("present.")
-        ]
-        first_past = inputs[self._past_names[0]]
-        self._past_heads, self._past_dim = int(first_past.shape[1]), int(first_past.shape[3])
-        self._past_type = _NUMPY_TYPES.get(first_past.type, np.float32)
-        self._has_positions = "position_ids" in inputs
+        self._shared_buffer = model.shared_buffer
+        self._batch: KVBatch = self._open_batch()
         self._condition = threading.Condition()
         self._pending: deque[_Sequence] = deque()
         self._rows: list[_Sequence] = []
-        self._past: list[np.ndarray] = []
-        self._mask = np.zeros((0, 0), dtype=np.int64)
         self._closed = False
         self._ewma_service_ms = 0.0
         self._tokens_per_s = 0.0
         self._served = 0
         self._worker = threading.Thread(target=self._run, name=f"generate-{name}", daemon=True)
         self._worker.start()
+
+    def _open_batch(self) -> KVBatch:
+        return open_batch(
+            self.session,
+            shared_buffer=self._shared_buffer,
+            slots=self.max_batch_size,
+            max_positions=self.max_positions,
+        )
 
     def _stop_tokens(self, folder: Path) -> set[int]:
         stops: set[int] = set()
@@ -206,18 +182,18 @@ class GenerationRuntime:
     # -- the caller's side -----------------------------------------------------------------
 
     def encode_prompt(self, request: GenerateRequest) -> list[int]:
-        """Prompt token ids: the chat template applied to ``messages``, else ``prompt``."""
+        """Prompt token ids: the chat template applied to ``messages``, else ``prompt``.
+
+        The runtime calls this once per request, on its worker thread."""
         if request.messages:
             if not self.tokenizer.chat_template:
                 raise ModelError(f"model {self.name!r} has no chat template")
             text = self.tokenizer.apply_chat_template(
-                [{"role": m.role, "content": m.content} for m in request.messages],
-                add_generation_prompt=True,
-                tokenize=False,
+                [{"role": m.role, "content": m.content} for m in request.messages]
             )
-            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            ids = self.tokenizer.encode(text, add_special_tokens=False)
         else:
-            ids = list(self.tokenizer(request.prompt)["input_ids"])
+            ids = self.tokenizer.encode(request.prompt)
         if not ids:
             if self.tokenizer.bos_token_id is None:
                 raise ModelError("empty prompt: give a prompt or chat messages")
@@ -230,13 +206,14 @@ class GenerationRuntime:
         return ids
 
     def stream(self, request: GenerateRequest) -> TokenStream:
-        """Start generating; iterate the result for chunks (``async for chunk in ...``)."""
+        """Start generating; iterate the result for chunks (``async for chunk in ...``).
+
+        Cheap enough for the event loop: the prompt is tokenised on the worker thread, so a bad
+        prompt (too long, no chat template) is raised by the stream's first iteration."""
         if request.max_tokens < 0 or request.top_p <= 0.0 or request.top_k < 0:
             raise ModelError("max_tokens and top_k must be >= 0 and top_p > 0")
-        prompt_ids = self.encode_prompt(request)
         sequence = _Sequence(
             request=request,
-            prompt_ids=prompt_ids,
             loop=asyncio.get_running_loop(),
             outbox=asyncio.Queue(),
             generator=np.random.default_rng(request.seed),
@@ -252,8 +229,7 @@ class GenerationRuntime:
 
     async def generate(self, request: GenerateRequest) -> GenerateResult:
         """Run a request to the end and return the whole text."""
-        prompt_tokens = len(self.encode_prompt(request))
-        return await collect_result(self.stream(request), prompt_tokens)
+        return await collect_result(self.stream(request))
 
     def _cancel(self, sequence: _Sequence) -> None:
         with self._condition:
@@ -313,8 +289,7 @@ class GenerationRuntime:
                         if not sequence.finished:
                             sequence.finished = True
                             sequence.deliver(failure)
-                    self._rows, self._past = [], []
-                    self._mask = np.zeros((0, 0), dtype=np.int64)
+                    self._rows, self._batch = [], self._open_batch()
         closed = ModelError(f"model {self.name!r} was closed")
         with self._condition:
             for sequence in [*self._pending, *self._rows]:
@@ -324,96 +299,44 @@ class GenerationRuntime:
             self._pending.clear()
             self._rows = []
 
-    def _empty_past(self, batch: int) -> np.ndarray:
-        return np.zeros((batch, self._past_heads, 0, self._past_dim), dtype=self._past_type)
-
-    def _forward(
-        self, input_ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, past: list[np.ndarray]
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
-        feed: dict[str, np.ndarray] = {"input_ids": input_ids, "attention_mask": mask}
-        if self._has_positions:
-            feed["position_ids"] = positions
-        feed.update(zip(self._past_names, past, strict=True))
-        outputs = self.session.run(None, feed)
-        return outputs[0][:, -1, :], list(outputs[1:])
-
     def _prefill(self, sequence: _Sequence) -> None:
         if sequence.cancelled:
             return
         sequence.started_at = time.monotonic()
+        try:
+            prompt_ids = self.encode_prompt(sequence.request)
+        except ModelError as error:
+            with self._condition:
+                sequence.finished = True
+            sequence.deliver(error)
+            return
+        sequence.prompt_tokens = len(prompt_ids)
         resumed = list(sequence.request.resume_token_ids)
         sequence.text_ids = list(resumed)
-        sequence.emitted_chars = len(self._decode(resumed))
+        sequence.decoder = self.tokenizer.incremental_decoder()
+        for token in resumed:  # already delivered: only the decoder's context
+            sequence.decoder.step(token)
         if len(resumed) >= sequence.request.max_tokens:
             self._finish(sequence, "length")
             return
-        ids = sequence.prompt_ids + resumed
-        count = len(ids)
-        logits, present = self._forward(
-            np.asarray([ids], dtype=np.int64),
-            np.ones((1, count), dtype=np.int64),
-            np.arange(count, dtype=np.int64)[None, :],
-            [self._empty_past(1) for _ in self._past_names],
-        )
-        sequence.position = count
-        if not self._accept(sequence, logits[0]):
-            return
-        self._merge(sequence, present)
-
-    def _merge(self, sequence: _Sequence, present: list[np.ndarray]) -> None:
-        """Add a prefilled sequence to the batch, left-padding whichever side is shorter."""
-        new_length = present[0].shape[2]
-        if not self._rows:
-            self._rows, self._past = [sequence], present
-            self._mask = np.ones((1, new_length), dtype=np.int64)
-            return
-        batch_length = self._mask.shape[1]
-        target = max(batch_length, new_length)
-
-        def pad(array: np.ndarray, by: int) -> np.ndarray:
-            if by == 0:
-                return array
-            widths = [(0, 0)] * array.ndim
-            widths[2 if array.ndim == 4 else 1] = (by, 0)
-            return np.pad(array, widths)
-
-        self._past = [
-            np.concatenate([pad(old, target - batch_length), pad(new, target - new_length)])
-            for old, new in zip(self._past, present, strict=True)
-        ]
-        new_mask = np.ones((1, new_length), dtype=np.int64)
-        self._mask = np.concatenate(
-            [pad(self._mask, target - batch_length), pad(new_mask, target - new_length)]
-        )
+        ids = prompt_ids + resumed
+        logits = self._batch.prefill(ids)
         self._rows.append(sequence)
+        sequence.position = len(ids)
+        self._accept(sequence, logits)
 
     def _rows_drop_finished(self) -> None:
-        """Remove finished or cancelled rows and trim padding no remaining row needs."""
+        """Remove finished or cancelled rows from the batch."""
         keep = [index for index, row in enumerate(self._rows) if not row.finished]
         if len(keep) == len(self._rows):
             return
         self._rows = [self._rows[index] for index in keep]
-        if not keep:
-            self._past, self._mask = [], np.zeros((0, 0), dtype=np.int64)
-            return
-        self._past = [array[keep] for array in self._past]
-        self._mask = self._mask[keep]
-        start = int(np.min(np.argmax(self._mask, axis=1)))
-        if start:
-            self._past = [array[:, :, start:, :] for array in self._past]
-            self._mask = self._mask[:, start:]
+        self._batch.keep(keep)
 
     def _step(self) -> None:
         started = time.perf_counter()
         batch = len(self._rows)
-        mask = np.concatenate([self._mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
-        logits, present = self._forward(
-            np.asarray([[row.next_token] for row in self._rows], dtype=np.int64),
-            mask,
-            np.asarray([[row.position] for row in self._rows], dtype=np.int64),
-            self._past,
-        )
-        self._past, self._mask = present, mask
+        logits = self._batch.step([row.next_token for row in self._rows])
         for index, row in enumerate(self._rows):
             row.position += 1
             if not row.finished:
@@ -426,12 +349,6 @@ class GenerationRuntime:
 
     # -- tokens to text ----------------------------------------------------------------------
 
-    def _decode(self, ids: list[int]) -> str:
-        text: str = self.tokenizer.decode(
-            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
-        return text
-
     def _accept(self, sequence: _Sequence, logits: np.ndarray) -> bool:
         """Pick the next token, stream what is complete; False when the sequence finished."""
         token = choose_token(logits, sequence.request, sequence.generator)
@@ -441,7 +358,9 @@ class GenerationRuntime:
         sequence.text_ids.append(token)
         sequence.pending_ids.append(token)
         sequence.next_token = token
-        text = self._decode(sequence.text_ids)[sequence.emitted_chars :]
+        assert sequence.decoder is not None  # set by _prefill
+        sequence.pending_text += sequence.decoder.step(token)
+        text = sequence.pending_text
         stops = sequence.request.stop
         for stop in stops:
             at = text.find(stop) if stop else -1
@@ -453,19 +372,17 @@ class GenerationRuntime:
         ):
             self._finish(sequence, "length")
             return False
-        if text.endswith("\ufffd") or _held_suffix(text, stops):
+        if not text or held_suffix(text, stops):
             return True  # an incomplete character, or maybe the start of a stop string
-        if text:
-            sequence.deliver(TokenChunk(text=text, token_ids=sequence.pending_ids))
-            sequence.emitted_chars += len(text)
-            sequence.pending_ids = []
+        sequence.deliver(TokenChunk(text=text, token_ids=sequence.pending_ids))
+        sequence.pending_text, sequence.pending_ids = "", []
         return True
 
     def _finish(self, sequence: _Sequence, reason: str, text: str | None = None) -> None:
         if text is None:
-            text = self._decode(sequence.text_ids)[sequence.emitted_chars :]
+            text = sequence.pending_text
         last = TokenChunk(text=text, token_ids=sequence.pending_ids, finish_reason=reason)
-        sequence.pending_ids = []
+        sequence.pending_text, sequence.pending_ids = "", []
         # Count the row finished (load, served) before its consumer can see the last chunk.
         with self._condition:
             sequence.finished = True

@@ -1,18 +1,21 @@
-"""Opening a stored model for serving: verify, ONNX session, tokenizer (does I/O)."""
+"""Opening a stored model for serving: verify, ONNX session, tokenizer (does I/O).
 
-# Heavy libraries (onnxruntime, optimum, transformers, torch, tqdm) are imported inside the
-# functions that need them, so `import llmnode` stays fast.
-# ruff: noqa: PLC0415
+Serving imports onnxruntime and tokenizers only: never torch, transformers or optimum.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmnode.agents.models.providers import create_session
 from llmnode.agents.models.store import Manifest, ModelStore
+from llmnode.agents.models.tokenizer import TextTokenizer
 from llmnode.errors import ModelError
+
+GENAI_CONFIG = "genai_config.json"  # written by ONNX Runtime GenAI's model builder
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,11 +26,20 @@ class LoadedModel:
     folder: Path
     session: Any  # onnxruntime.InferenceSession
     provider: str
-    tokenizer: Any  # transformers tokenizer
+    tokenizer: TextTokenizer
 
     @property
     def memory_mb(self) -> int:
         return self.manifest.size_bytes // 1_000_000
+
+    @property
+    def shared_buffer(self) -> bool:
+        """Whether the graph writes its KV cache in place (past and present share one buffer)."""
+        config = self.folder / GENAI_CONFIG
+        if not config.is_file():
+            return False
+        search = json.loads(config.read_text()).get("search", {})
+        return bool(search.get("past_present_share_buffer", False))
 
 
 def load_model(
@@ -37,17 +49,12 @@ def load_model(
 
     Raises ModelError when the model is of another task or its tokenizer cannot be loaded.
     """
-    from transformers import AutoTokenizer
-
     manifest = store.verify(name)
     if manifest.task != task:
         raise ModelError(f"model {name!r} is a {manifest.task} model, not {task}")
     folder = store.path(name)
+    tokenizer = TextTokenizer(folder)
     session, provider = create_session(
         folder / manifest.model_file, prefer_gpu=prefer_gpu, threads=threads
     )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)  # type: ignore[no-untyped-call]
-    except (OSError, ValueError) as error:
-        raise ModelError(f"cannot load the tokenizer of {name!r}: {error}") from error
     return LoadedModel(manifest, folder, session, provider, tokenizer)

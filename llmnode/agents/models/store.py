@@ -36,7 +36,7 @@ TEMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 TASKS = ("text-generation", "feature-extraction")
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8", "int4", "fused")  # fused: the builder's fp32 graph
 
 
 class FileEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,7 +49,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     source: str
     task: str  # "text-generation" or "feature-extraction"
-    precision: str  # "fp32" or "int8"
+    precision: str  # one of PRECISIONS
     files: list[FileEntry]
     versions: dict[str, str] = {}  # optimum, transformers, onnx, torch, onnxruntime
     created_at: float = 0.0

@@ -56,7 +56,9 @@ def build_tiny_tokenizer(vocab_size: int = 384) -> object:
     )
 
 
-def build_tiny_causal_lm(directory: str | Path, arch: str = "gpt2", seed: int = 0) -> Path:
+def build_tiny_causal_lm(
+    directory: str | Path, arch: str = "gpt2", seed: int = 0, max_positions: int = 1024
+) -> Path:
     """Save a tiny random causal LM (``gpt2`` or ``llama``) and its tokenizer in ``directory``."""
     import torch
     import transformers
@@ -69,7 +71,12 @@ def build_tiny_causal_lm(directory: str | Path, arch: str = "gpt2", seed: int = 
     config: transformers.PretrainedConfig
     if arch == "gpt2":
         config = transformers.GPT2Config(  # type: ignore[no-untyped-call]
-            n_layer=2, n_embd=64, n_head=4, n_positions=1024, initializer_range=0.2, **common
+            n_layer=2,
+            n_embd=64,
+            n_head=4,
+            n_positions=max_positions,
+            initializer_range=0.2,
+            **common,
         )
         model_class: type = transformers.GPT2LMHeadModel
     elif arch == "llama":
@@ -79,7 +86,7 @@ def build_tiny_causal_lm(directory: str | Path, arch: str = "gpt2", seed: int = 
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
-            max_position_embeddings=1024,
+            max_position_embeddings=max_positions,
             initializer_range=0.2,
             **common,
         )

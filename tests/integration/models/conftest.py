@@ -28,9 +28,13 @@ def test_store_root() -> Path:
     return Path(configured) if configured else default_root()
 
 
+FAST_PRECISIONS = ("fused", "int4")
+
+
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelStore, dict[str, Path]]:
-    """A store holding tiny-gpt2 and tiny-llama, and the transformers folders they came from."""
+    """A store holding tiny-gpt2 and tiny-llama (optimum's export), tiny-llama-fused and
+    tiny-llama-int4 (GenAI's builder), and the transformers folders they came from."""
     root = tmp_path_factory.mktemp("tiny-models")
     store = ModelStore(root / "store")
     sources: dict[str, Path] = {}
@@ -38,6 +42,16 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelStore, di
         sources[arch] = build_tiny_causal_lm(root / "sources" / arch, arch=arch, seed=0)
         export(
             str(sources[arch]), store, task="text-generation", name=f"tiny-{arch}", progress=False
+        )
+    # The fast path: ONNX Runtime GenAI's fused graph of the same llama, in fp32 and int4.
+    for precision in FAST_PRECISIONS:
+        export(
+            str(sources["llama"]),
+            store,
+            task="text-generation",
+            name=f"tiny-llama-{precision}",
+            quantize=precision,
+            progress=False,
         )
     return store, sources
 
@@ -49,7 +63,7 @@ def tiny_runtimes(
     store, _ = tiny_store
     runtimes = {
         arch: GenerationRuntime(store, f"tiny-{arch}", max_batch_size=4)
-        for arch in ("gpt2", "llama")
+        for arch in ("gpt2", "llama", *(f"llama-{p}" for p in FAST_PRECISIONS))
     }
     yield runtimes
     for runtime in runtimes.values():

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from llmnode.agents.models import GenerationRuntime, ModelStore
-from llmnode.errors import Busy
+from llmnode.errors import Busy, ModelError
 from llmnode.schemas.inference import ChatMessage, GenerateRequest
 
 PROMPTS = [
@@ -19,6 +20,10 @@ PROMPTS = [
     "A mesh of nodes serves",
 ]
 ARCHS = ["gpt2", "llama"]
+# The fused graph (GroupQueryAttention, shared KV buffer) in fp32 must equal PyTorch too; its int4
+# twin changes the numbers, so it is held to its own answers alone (batched, joined, resumed).
+FUSED = "llama-fused"
+INT4 = "llama-int4"
 
 
 def torch_greedy(
@@ -45,13 +50,24 @@ def torch_greedy(
 @pytest.fixture(scope="module")
 def references(tiny_store: tuple[ModelStore, dict[str, Path]], tiny_runtimes: Any) -> Any:
     _, sources = tiny_store
-    return {
+    expected = {
         arch: [torch_greedy(sources[arch], tiny_runtimes[arch], p, 24) for p in PROMPTS]
         for arch in ARCHS
     }
+    expected[FUSED] = [torch_greedy(sources["llama"], tiny_runtimes[FUSED], p, 24) for p in PROMPTS]
+    int4 = tiny_runtimes[INT4]
+
+    async def alone() -> list[list[int]]:
+        return [
+            (await int4.generate(GenerateRequest(prompt=p, max_tokens=24))).token_ids
+            for p in PROMPTS
+        ]
+
+    expected[INT4] = asyncio.run(alone())
+    return expected
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [*ARCHS, FUSED])
 async def test_onnx_greedy_equals_torch_greedy_alone(
     arch: str, tiny_runtimes: dict[str, GenerationRuntime], references: Any
 ) -> None:
@@ -61,7 +77,7 @@ async def test_onnx_greedy_equals_torch_greedy_alone(
         assert result.token_ids == expected
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [*ARCHS, FUSED, INT4])
 async def test_onnx_greedy_equals_torch_greedy_in_a_mixed_length_batch(
     arch: str, tiny_runtimes: dict[str, GenerationRuntime], references: Any
 ) -> None:
@@ -72,7 +88,7 @@ async def test_onnx_greedy_equals_torch_greedy_in_a_mixed_length_batch(
     assert [r.token_ids for r in results] == references[arch]
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [*ARCHS, FUSED, INT4])
 async def test_requests_joining_a_running_batch_still_equal_torch(
     arch: str, tiny_runtimes: dict[str, GenerationRuntime], references: Any
 ) -> None:
@@ -112,7 +128,7 @@ async def test_seeded_sampling_is_reproducible_alone_and_in_a_batch(
     assert other_seed.token_ids != alone.token_ids
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [*ARCHS, FUSED, INT4])
 async def test_resuming_from_delivered_tokens_equals_the_uninterrupted_run(
     arch: str, tiny_runtimes: dict[str, GenerationRuntime], references: Any
 ) -> None:
@@ -138,9 +154,7 @@ async def test_streamed_text_equals_the_decoded_tokens(
     async for chunk in runtime.stream(GenerateRequest(prompt=PROMPTS[2], max_tokens=40)):
         texts.append(chunk.text)
         ids.extend(chunk.token_ids)
-    assert "".join(texts) == runtime.tokenizer.decode(
-        ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
-    )
+    assert "".join(texts) == runtime.tokenizer.decode(ids, skip_special_tokens=True)
 
 
 async def test_generation_stops_at_a_stop_string_and_excludes_it(
@@ -166,15 +180,16 @@ async def test_chat_messages_are_rendered_with_the_chat_template(
 ) -> None:
     runtime = tiny_runtimes["gpt2"]
     request = GenerateRequest(messages=[ChatMessage(role="user", content="hi")], max_tokens=3)
-    prompt = runtime.tokenizer.decode(runtime.encode_prompt(request))
+    prompt = runtime.tokenizer.decode(runtime.encode_prompt(request), skip_special_tokens=False)
     assert prompt == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
 
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-int4"])
 async def test_cancelling_a_stream_frees_its_slot_at_once(
-    tiny_store: tuple[ModelStore, dict[str, Path]],
+    name: str, tiny_store: tuple[ModelStore, dict[str, Path]]
 ) -> None:
     store, _ = tiny_store
-    runtime = GenerationRuntime(store, "tiny-llama", max_batch_size=1)
+    runtime = GenerationRuntime(store, name, max_batch_size=1)
     try:
         long = runtime.stream(GenerateRequest(prompt="Paris", max_tokens=900))
         await long.__anext__()
@@ -218,3 +233,47 @@ async def test_a_full_queue_answers_busy(tiny_store: tuple[ModelStore, dict[str,
             await stream.aclose()
     finally:
         runtime.close()
+
+
+async def test_the_prompt_is_tokenised_once_per_request_off_the_event_loop(
+    tiny_store: tuple[ModelStore, dict[str, Path]],
+) -> None:
+    store, _ = tiny_store
+    calls: list[int] = []
+
+    class Recording(GenerationRuntime):
+        def encode_prompt(self, request: GenerateRequest) -> list[int]:
+            calls.append(threading.get_ident())
+            return super().encode_prompt(request)
+
+    runtime = Recording(store, "tiny-gpt2", max_batch_size=1)
+    request = GenerateRequest(messages=[ChatMessage(role="user", content="hi")], max_tokens=3)
+    try:
+        result = await runtime.generate(request)
+        assert len(calls) == 1
+        assert calls[0] != threading.get_ident()
+        assert result.prompt_tokens == len(runtime.encode_prompt(request)) > 0
+    finally:
+        runtime.close()
+
+
+async def test_a_resumed_stream_continues_the_text_where_the_delivered_part_ends(
+    tiny_runtimes: dict[str, GenerationRuntime],
+) -> None:
+    runtime = tiny_runtimes["gpt2"]
+    chunks = [c async for c in runtime.stream(GenerateRequest(prompt=PROMPTS[2], max_tokens=30))]
+    head = chunks[: len(chunks) // 2]
+    delivered = [token for chunk in head for token in chunk.token_ids]
+    resumed = await runtime.generate(
+        GenerateRequest(prompt=PROMPTS[2], max_tokens=30, resume_token_ids=delivered)
+    )
+    assert len(head) >= 3
+    assert "".join(c.text for c in head) + resumed.text == "".join(c.text for c in chunks)
+
+
+async def test_a_too_long_prompt_fails_the_stream_with_one_readable_error(
+    tiny_runtimes: dict[str, GenerationRuntime],
+) -> None:
+    runtime = tiny_runtimes["gpt2"]
+    with pytest.raises(ModelError, match="too long"):
+        await runtime.generate(GenerateRequest(prompt="fox " * 3000, max_tokens=3))

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llmnode.agents.models.export import parse_source
-from llmnode.agents.models.generation import _held_suffix, choose_token
+from llmnode.agents.models.sampling import choose_token, held_suffix
 from llmnode.agents.models.store import ModelStore
 from llmnode.errors import ModelError
 from llmnode.schemas.inference import ChatMessage, GenerateRequest, TokenChunk
@@ -134,9 +134,9 @@ def test_top_p_keeps_only_the_nucleus() -> None:
 
 
 def test_a_text_ending_in_the_start_of_a_stop_string_is_held() -> None:
-    assert _held_suffix("hello wor", ["world"]) == 3
-    assert _held_suffix("hello", ["world"]) == 0
-    assert _held_suffix("abc", []) == 0
+    assert held_suffix("hello wor", ["world"]) == 3
+    assert held_suffix("hello", ["world"]) == 0
+    assert held_suffix("abc", []) == 0
 
 
 @given(

@@ -6,6 +6,7 @@ import itertools
 
 import msgspec
 import pytest
+from llmnode.nodes.records import sign_record
 
 from llmnode.bus.identity import Identity
 from llmnode.errors import Rejected
@@ -18,7 +19,6 @@ from llmnode.nodes.placement.deployments import (
     next_version,
     verify,
 )
-from llmnode.nodes.records import sign_record
 from llmnode.schemas.messages import decode as decode_message
 from llmnode.schemas.messages import encode
 from llmnode.schemas.placement import Deployment, DeploymentSync, SignedDeployment

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from llmnode.nodes.resources import probe
 
 from llmnode.agents.models.store import FileEntry, Manifest
 from llmnode.nodes.placement.memory import (
@@ -15,7 +16,6 @@ from llmnode.nodes.placement.memory import (
     measured_footprint_mb,
     memory_for_models_mb,
 )
-from llmnode.nodes.resources import probe
 from llmnode.schemas.state import GpuInfo, Resources
 
 SMOLLM_CONFIG = {  # the config.json of smollm2-135m-instruct, as exported
