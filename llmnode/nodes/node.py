@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import functools
 import random
-import socket
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -21,17 +20,17 @@ from pathlib import Path
 import msgspec
 
 from llmnode._version import __version__
-from llmnode.bus.admission import MeshKeyRefused
 from llmnode.bus.bus import Bus
 from llmnode.bus.identity import Identity, node_id_to_text
 from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.lan import beacon_binding
 from llmnode.bus.transport import Transport
-from llmnode.errors import MeshError, Rejected, TransportError
+from llmnode.errors import MeshError, Rejected
 from llmnode.log import RateLimitedLogger, bind_node, get_logger
 from llmnode.nodes.control.dispatch import AttachedClients
 from llmnode.nodes.control.server import KEYRING_FILE, ControlServer, control_address
 from llmnode.nodes.discovery.beacon import Beacon
+from llmnode.nodes.discovery.seeds import join_seeds
 from llmnode.nodes.membership import Membership, MembershipConfig, Outbound
 from llmnode.nodes.mesh import reports, resources
 from llmnode.nodes.mesh.records import decode_state, sign_record, verify_record
@@ -41,7 +40,7 @@ from llmnode.nodes.requests.server import RequestServer
 from llmnode.nodes.requests.service import Service
 from llmnode.schemas import membership as membership_messages
 from llmnode.schemas.base import WireMessage
-from llmnode.schemas.config import DEFAULT_PORT, NodeConfig
+from llmnode.schemas.config import NodeConfig
 from llmnode.schemas.requests import (
     Accept,
     Cancel,
@@ -62,19 +61,6 @@ _MEMBERSHIP_TYPES = tuple(
     if isinstance(cls, type) and issubclass(cls, WireMessage) and cls is not WireMessage
 )
 _REPLY_TYPES = (Accept, Refuse, Chunk, Result, ErrorReply)
-
-
-def seed_address(seed: str) -> str:
-    """``host:port``, ``host`` or ``tcp://host:port`` → a zmq address (DNS names resolved)."""
-    text = seed.removeprefix("tcp://")
-    host, _, port = text.rpartition(":") if ":" in text else (text, "", str(DEFAULT_PORT))
-    if not host:
-        host, port = text, str(DEFAULT_PORT)
-    try:
-        address = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
-    except (OSError, ValueError, IndexError) as error:
-        raise TransportError(f"cannot resolve seed {seed!r}: {error}") from error
-    return f"tcp://{address}:{port}"
 
 
 class Node:
@@ -303,28 +289,12 @@ class Node:
     async def _join_loop(self) -> None:
         """Handshake with every seed until at least one answers; keep retrying the others."""
         assert self.membership is not None
-        pending = list(self.config.join)
-        delay = 0.2
-        while pending:
-            for seed in list(pending):
-                try:
-                    address = seed_address(seed)
-                    if address == self.bus.address:
-                        pending.remove(seed)
-                        continue
-                    peer = await self.bus.connect(address, timeout=2.0)
-                except MeshKeyRefused as error:  # a clear line, not "unreachable"
-                    log.warning("seed_refused_mesh_key", seed=seed, reason=str(error))
-                    continue
-                except MeshError as error:
-                    log.info("seed_unreachable", seed=seed, reason=str(error))
-                    continue
-                pending.remove(seed)
-                self._send_all(self.membership.join([(peer, address)], time.time()))
-                log.info("joined_via_seed", seed=seed, peer=node_id_to_text(peer)[:12])
-            if pending:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        membership = self.membership
+
+        def joined(peer: bytes, address: str) -> None:
+            self._send_all(membership.join([(peer, address)], time.time()))
+
+        await join_seeds(self.bus, list(self.config.join), joined)
 
     # -- state -------------------------------------------------------------------------------
 

@@ -25,7 +25,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from llmnode.agents.models.progress import Progress
 from llmnode.agents.models.store import Manifest, ModelStore
@@ -40,17 +42,20 @@ _KEPT_FROM_SOURCE = ("config.json", "generation_config.json")
 _INSTALL_HINT = "pip install --no-deps onnxruntime-genai==0.11.4 && pip install onnx-ir"
 
 
+LoadPretrained = Callable[[str, str], tuple[Any, Any]]
+
+
 def builder_available() -> bool:
     return importlib.util.find_spec("onnxruntime_genai") is not None
 
 
-def _huggingface_folder(source_kind: str, location: str, scratch: Path) -> Path:
+def _huggingface_folder(
+    source_kind: str, location: str, scratch: Path, load: LoadPretrained
+) -> Path:
     """A Hugging Face folder for the builder: a directory as it is, anything else saved as one."""
     if source_kind == "directory":
         return Path(location)
-    from llmnode.agents.models.export import Source, load_pretrained
-
-    model, tokenizer = load_pretrained(Source(source_kind, location), "text-generation")
+    model, tokenizer = load(source_kind, location)
     folder = scratch / "huggingface"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -127,9 +132,12 @@ def build(
     precision: str,
     source_label: str,
     versions: dict[str, str],
+    load: LoadPretrained,
     progress: bool = True,
 ) -> Manifest:
-    """Export a causal LM source (kind "directory", "gguf" or "hub") with the model builder."""
+    """Export a causal LM source (kind "directory", "gguf" or "hub") with the model builder;
+    ``load(kind, location)`` gives the transformers model and tokenizer of a non-folder source
+    (the exporter's loader, passed in so the two modules do not import each other)."""
     if precision not in BUILDER_PRECISIONS:
         raise ModelError(f"unknown builder precision {precision!r}")
     if not builder_available():
@@ -137,7 +145,7 @@ def build(
     with tempfile.TemporaryDirectory(prefix="llmnode-build-") as scratch_name:
         scratch = Path(scratch_name)
         with Progress(f"loading {source_label}", enabled=progress):
-            folder = _huggingface_folder(source_kind, location, scratch)
+            folder = _huggingface_folder(source_kind, location, scratch, load)
         with store.writing(name) as temp:
             with Progress(f"building the {precision} graph of {name}", enabled=progress):
                 run_builder(folder, temp, precision, scratch / "cache")

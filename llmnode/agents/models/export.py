@@ -241,6 +241,7 @@ def export(
             precision=quantize,
             source_label=source_label or parsed.label,
             versions=export_versions(),
+            load=lambda kind, location: load_pretrained(Source(kind, location), "text-generation"),
             progress=progress,
         )
     with Progress(f"loading {parsed.label}", enabled=progress):

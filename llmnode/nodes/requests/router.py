@@ -14,7 +14,8 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import msgspec
 
@@ -27,11 +28,17 @@ from llmnode.errors import (
     ProtocolError,
     TransportError,
     UnknownAgent,
-    error_from_code,
 )
 from llmnode.log import get_logger
 from llmnode.nodes.mesh.view import MeshView
 from llmnode.nodes.requests.candidates import candidates as find_candidates
+from llmnode.nodes.requests.hedging import race
+from llmnode.nodes.requests.outcomes import (
+    AttemptFailed,
+    at_deadline,
+    failed_error,
+    typed_error,
+)
 from llmnode.nodes.requests.retry import ErrorKind, RetryPolicy
 from llmnode.nodes.requests.scheduler import Candidate, Choice, InFlightLedger, choose
 from llmnode.nodes.requests.server import RequestServer
@@ -60,13 +67,6 @@ OnChunk = Callable[[bytes], Awaitable[None]]
 Send = Callable[[bytes, WireMessage], bool]
 _PEER_DOWN = object()
 _TIMEOUTS = ("stalled", "no_answer")
-
-
-class _AttemptFailed(Exception):
-    def __init__(self, reason: str, accepted: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.accepted = accepted
 
 
 class Router:
@@ -188,7 +188,7 @@ class Router:
             while True:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
-                    raise _at_deadline(last_error, service, timeout)
+                    raise at_deadline(last_error, service, timeout)
                 candidates = self._candidates(service, only)
                 if not candidates:
                     if (
@@ -236,14 +236,14 @@ class Router:
                     exclude.add(choice.node)  # its record was stale: another replica, at once
                     self.counters["rerouted"] += 1
                     continue
-                except _AttemptFailed as failure:
+                except AttemptFailed as failure:
                     exclude.add(choice.node)
                     if (delivered.token_ids and not resumable) or (
                         stream and not resumable and delivered.text
                     ):
                         raise MeshError(f"stream from {service!r} lost its node") from None
                     kind: ErrorKind = "timeout" if failure.reason in _TIMEOUTS else "failed"
-                    last_error = _failed(service, failure, idempotent)
+                    last_error = failed_error(service, failure, idempotent)
                     await self._back_off(
                         kind, attempts, deadline, last_error, idempotent, failure.accepted
                     )
@@ -303,36 +303,21 @@ class Router:
         )
         if delay_ms is None:
             return await self._attempt(choice.node, request, deliver)
-        running = {asyncio.create_task(self._attempt(choice.node, request, deliver))}
-        try:
-            done, _ = await asyncio.wait(running, timeout=delay_ms / 1000.0)
-            if not done:
-                try:
-                    second = choose(
-                        candidates, self.ledger, self._clock(), self.rng,
-                        exclude=frozenset({*exclude, choice.node}),
-                    )  # fmt: skip
-                except NoCapacity:
-                    pass
-                else:
-                    copy = msgspec.structs.replace(request, id=os.urandom(16))
-                    running.add(asyncio.create_task(self._attempt(second.node, copy, deliver)))
-                    self.counters["hedged"] += 1
-            first_error: BaseException | None = None
-            while running:
-                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    error = task.exception()
-                    if error is None:
-                        return task.result()
-                    first_error = first_error or error
-            assert first_error is not None
-            raise first_error
-        finally:
-            for task in running:
-                task.cancel()  # the loser: its node is told to stop (Cancel)
-            if running:
-                await asyncio.gather(*running, return_exceptions=True)
+
+        def second() -> Coroutine[Any, Any, bytes] | None:
+            try:
+                other = choose(
+                    candidates, self.ledger, self._clock(), self.rng,
+                    exclude=frozenset({*exclude, choice.node}),
+                )  # fmt: skip
+            except NoCapacity:
+                return None
+            self.counters["hedged"] += 1
+            copy = msgspec.structs.replace(request, id=os.urandom(16))
+            return self._attempt(other.node, copy, deliver)
+
+        first = self._attempt(choice.node, request, deliver)
+        return await race(first, delay_ms / 1000.0, second)
 
     async def _attempt(self, node: bytes, request: Request, deliver: OnChunk) -> bytes:
         """One try of ``request`` on ``node``, recorded in the ledger."""
@@ -345,7 +330,7 @@ class Router:
             finished_ok = True
             return result
         except AgentLost as error:  # it had the request: retried elsewhere only if idempotent
-            raise _AttemptFailed("agent_lost", accepted=True) from error
+            raise AttemptFailed("agent_lost", accepted=True) from error
         finally:
             if finished_ok:
                 now = self._clock()
@@ -370,7 +355,7 @@ class Router:
         expected_seq = 0
         try:
             if not self._send(node, request):
-                raise _AttemptFailed("send_failed", accepted=False)
+                raise AttemptFailed("send_failed", accepted=False)
             while True:
                 wait = self._stall_timeout if accepted else self._accept_timeout
                 wait = min(wait, deadline - self._clock())
@@ -383,9 +368,9 @@ class Router:
                         raise DeadlineExceeded(
                             f"{service!r} did not answer before the deadline"
                         ) from None
-                    raise _AttemptFailed("stalled" if accepted else "no_answer", accepted) from None
+                    raise AttemptFailed("stalled" if accepted else "no_answer", accepted) from None
                 if message is _PEER_DOWN:
-                    raise _AttemptFailed("peer_down", accepted)
+                    raise AttemptFailed("peer_down", accepted)
                 if isinstance(message, Accept):
                     self._view.observe_load(
                         node, service, message.queue_depth, message.in_flight, self._clock()
@@ -406,33 +391,10 @@ class Router:
                     return message.data
                 elif isinstance(message, Refuse | ErrorReply):
                     answered = True  # Busy, UnknownAgent, AccessDenied, a failure: typed
-                    raise _typed(message)
+                    raise typed_error(message)
         except BaseException:
             if not answered:  # cancelled, stalled, or a chunk we could not take: stop it there
                 self._send(node, Cancel(id=request_id))
             raise
         finally:
             self._pending.pop(request_id, None)
-
-
-def _at_deadline(last_error: MeshError | None, service: str, timeout: float) -> MeshError:
-    if isinstance(last_error, NoCapacity):
-        return last_error
-    return DeadlineExceeded(f"no answer from {service!r} within {timeout:.1f} s")
-
-
-def _failed(service: str, failure: _AttemptFailed, idempotent: bool) -> MeshError:
-    """The error a failed attempt becomes when it is not retried."""
-    if failure.accepted and not idempotent:
-        kind = AgentLost if failure.reason == "agent_lost" else MeshError
-        return kind(
-            f"node serving {service!r} failed ({failure.reason}) after accepting "
-            "a request that is not idempotent; not retried"
-        )
-    return MeshError(f"node serving {service!r} failed ({failure.reason})")
-
-
-def _typed(message: Refuse | ErrorReply) -> MeshError:
-    return error_from_code(
-        message.code, message.message, remote_type=message.remote_type, reason=message.reason
-    )

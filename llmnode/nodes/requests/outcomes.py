@@ -1,0 +1,41 @@
+"""How one try of a request ends, as the router's typed errors (pure, no I/O).
+
+A try either answers, or fails in a way the retry policy judges (:class:`AttemptFailed`: the
+node died, stalled or never answered), or ends in a typed refusal or error from the serving
+node, rebuilt here from its wire fields.
+"""
+
+from __future__ import annotations
+
+from llmnode.errors import AgentLost, DeadlineExceeded, MeshError, NoCapacity, error_from_code
+from llmnode.schemas.requests import ErrorReply, Refuse
+
+
+class AttemptFailed(Exception):
+    def __init__(self, reason: str, accepted: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.accepted = accepted
+
+
+def at_deadline(last_error: MeshError | None, service: str, timeout: float) -> MeshError:
+    if isinstance(last_error, NoCapacity):
+        return last_error
+    return DeadlineExceeded(f"no answer from {service!r} within {timeout:.1f} s")
+
+
+def failed_error(service: str, failure: AttemptFailed, idempotent: bool) -> MeshError:
+    """The error a failed attempt becomes when it is not retried."""
+    if failure.accepted and not idempotent:
+        kind = AgentLost if failure.reason == "agent_lost" else MeshError
+        return kind(
+            f"node serving {service!r} failed ({failure.reason}) after accepting "
+            "a request that is not idempotent; not retried"
+        )
+    return MeshError(f"node serving {service!r} failed ({failure.reason})")
+
+
+def typed_error(message: Refuse | ErrorReply) -> MeshError:
+    return error_from_code(
+        message.code, message.message, remote_type=message.remote_type, reason=message.reason
+    )
