@@ -42,10 +42,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from llmnode.agents.sdk import Mesh, connect
-
 from llmnode.agents.agent import Agent, handler
 from llmnode.bus.keyring import MeshKeyRing
+from llmnode.client.mesh import Mesh, connect
 from llmnode.errors import MeshError
 from tests.support.mesh import LocalMesh, NodeProcess, wait_for
 

@@ -41,13 +41,12 @@ NOW = 1_800_000_000.0
 
 def build(target: str) -> tuple[Callable[[bytes], None], list[bytes]]:
     """The test-one-input function of ``target`` and its seed inputs."""
-    from llmnode.nodes.beacon import decode_beacon, encode_beacon
-    from llmnode.nodes.control_wire import FrameReader, frame
-
     from llmnode.bus.identity import Identity  # imported under instrumentation
     from llmnode.bus.keyring import MeshKeyRing
     from llmnode.bus.sealing import Sealer
     from llmnode.errors import Rejected
+    from llmnode.nodes.control.wire import FrameReader, frame
+    from llmnode.nodes.discovery.beacon import decode_beacon, encode_beacon
     from llmnode.schemas.messages import decode, encode
     from llmnode.schemas.requests import Request
 

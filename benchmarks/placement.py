@@ -43,7 +43,6 @@ from typing import Any
 import msgspec
 import zmq
 import zmq.asyncio
-from llmnode.nodes.simulation import detection_bound
 
 from llmnode.agents.models.partial import read_range
 from llmnode.agents.models.store import ModelStore
@@ -54,6 +53,7 @@ from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.zmq_transport import ZmqTransport
 from llmnode.log import configure
 from llmnode.nodes.membership.config import MembershipConfig
+from llmnode.nodes.membership.simulation import detection_bound
 from llmnode.nodes.placement.assign import Demand, NodeCapacity, moves, place
 from llmnode.nodes.placement.optimum import optimum
 from llmnode.schemas.base import MAX_FRAME_BYTES

@@ -31,8 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from llmnode.agents.sdk import connect
-
+from llmnode.client.mesh import connect
 from llmnode.errors import MeshError
 from tests.support.mesh import LocalMesh, NodeProcess, wait_for
 

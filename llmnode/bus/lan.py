@@ -1,7 +1,7 @@
 """Where the LAN beacon may listen and announce, from the bus's listen address (reads interfaces).
 
-The beacon (:mod:`llmnode.nodes.beacon`) follows ``--listen``: a node bound to every interface
-announces with ``255.255.255.255`` and listens on ``0.0.0.0``; a node bound to one address
+The beacon (:mod:`llmnode.nodes.discovery.beacon`) follows ``--listen``: a node bound to every
+interface announces with ``255.255.255.255`` and listens on ``0.0.0.0``; a node bound to one address
 announces and listens on that address's interface only, through its subnet's broadcast address;
 a node bound to loopback or a named host that is not a local IPv4 address has no beacon.
 """

@@ -1,6 +1,6 @@
 """Deployment records: issue (sign), verify, decode and merge, newest version wins (no I/O).
 
-Signed like node state records (:mod:`llmnode.nodes.records`): the issuing node's Ed25519
+Signed like node state records (:mod:`llmnode.nodes.mesh.records`): the issuing node's Ed25519
 signature over (domain, origin, version, payload), through :mod:`llmnode.bus.crypto`, so a relay
 cannot forge or alter a deployment. The domain differs from the state record's, so a signature
 on one can never pass for the other.

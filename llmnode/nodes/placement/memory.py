@@ -3,7 +3,7 @@
 Three figures, all in MiB (the unit of :class:`llmnode.schemas.state.Resources`):
 
 - memory available for models on a node, from a resources probe
-  (:func:`llmnode.nodes.resources.probe`): on a GPU node the free memory of the device models
+  (:func:`llmnode.nodes.mesh.resources.probe`): on a GPU node the free memory of the device models
   load on (ONNX Runtime's CUDA provider uses device 0), else RAM available, less a reserve, plus
   what this node's loaded models already use (so the budget does not shrink as they load);
 - a loaded model's measured footprint: its weights plus the KV cache for its slots × context;

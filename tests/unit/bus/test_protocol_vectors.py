@@ -10,12 +10,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from llmnode.nodes.beacon import decode_beacon, encode_beacon
-
 from llmnode.bus import crypto
 from llmnode.bus.identity import Identity, node_id_to_text
 from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.sealing import DATA, HEADER, HELLO, MAGIC, NO_RECIPIENT, Sealer
+from llmnode.nodes.discovery.beacon import decode_beacon, encode_beacon
 from llmnode.schemas.base import PROTOCOL_VERSION
 from llmnode.schemas.handshake import Hello
 from llmnode.schemas.membership import signed_record_content

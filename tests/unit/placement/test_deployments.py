@@ -6,10 +6,10 @@ import itertools
 
 import msgspec
 import pytest
-from llmnode.nodes.records import sign_record
 
 from llmnode.bus.identity import Identity
 from llmnode.errors import Rejected
+from llmnode.nodes.mesh.records import sign_record
 from llmnode.nodes.placement.assign import Demand
 from llmnode.nodes.placement.deployments import (
     Deployments,

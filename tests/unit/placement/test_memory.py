@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from llmnode.nodes.resources import probe
 
 from llmnode.agents.models.store import FileEntry, Manifest
+from llmnode.nodes.mesh.resources import probe
 from llmnode.nodes.placement.memory import (
     expected_footprint_mb,
     gpu_budgets_mb,
