@@ -61,14 +61,32 @@ from pathlib import Path
 from typing import Any
 
 from llmnode.errors import NoCapacity
+from llmnode.nodes.mesh.view import MeshView
+from llmnode.nodes.requests.candidates import candidates as node_candidates
 from llmnode.nodes.requests.scheduler import (
-    Candidate,
     InFlightLedger,
     choose,
     estimate_completion_ms,
 )
+from llmnode.schemas.state import NodeState, Resources, ServiceInfo, ServiceLoad
 
 SERVICE = "model:bench"
+_RESOURCES = Resources(cpu_cores=1, ram_total_mb=1, ram_free_mb=1)
+
+
+def _record(index: int, load: ServiceLoad) -> NodeState:
+    """A node state record advertising the benchmark's one service with ``load``."""
+    return NodeState(
+        node_id=str(index),
+        name=f"n{index}",
+        endpoints=[],
+        version="bench",
+        started_at=0.0,
+        resources=_RESOURCES,
+        services=[ServiceInfo(name=SERVICE, kind="model", load=load)],
+    )
+
+
 POLICIES = ("llmnode", "random", "round_robin", "oracle")
 LOADS = (0.5, 0.8, 0.95)
 GOSSIP_INTERVAL = 0.200  # seconds
@@ -191,6 +209,14 @@ class Simulation:
             {} for _ in self.specs
         ]
         self.fresh: list[dict[int, tuple[int, int, float]]] = [{} for _ in self.specs]
+        # ... and each entry's real MeshView, fed the same, read by the node's candidate filter.
+        self.views = [MeshView(node, str(index)) for index, node in enumerate(self.node_ids)]
+        for index, view in enumerate(self.views):
+            own = ServiceLoad(slots=self.specs[index].slots, queue_limit=QUEUE_LIMIT)
+            view.set_record(self.node_ids[index], str(index), _record(index, own), 0, 0.0)
+            for other in range(len(self.specs)):
+                if other != index:
+                    view.observe_rtt(self.node_ids[other], RTT * 1000)
         self.piggyback = piggyback
         self.accept_counts_admitted = accept_counts_admitted
         self.round_robin = [index for index in range(len(self.specs))]
@@ -290,41 +316,22 @@ class Simulation:
         return self.pick_llmnode(now, job)
 
     def pick_llmnode(self, now: float, job: Job) -> int:
+        """The node's own path: its MeshView fed with the gossiped records and piggybacked load
+        this entry received, filtered by :func:`llmnode.nodes.requests.candidates.candidates`
+        (the router's candidate filter), then :func:`choose`."""
         entry = job.entry
         local = self.nodes[entry]
-        candidates = [
-            Candidate(
-                node=self.node_ids[entry],
-                service=SERVICE,
+
+        def local_load(service: str) -> ServiceLoad:
+            return ServiceLoad(
                 slots=local.spec.slots,
                 queue_limit=QUEUE_LIMIT,
-                gossip_queue_depth=local.queue_depth,
-                gossip_in_flight=local.busy,
+                queue_depth=local.queue_depth,
+                in_flight=local.busy,
                 ewma_service_ms=local.ewma_service_ms,
-                rtt_ms=0.0,
-                gossip_time=now,
-                is_local=True,
             )
-        ]
-        fresh = self.fresh[entry]
-        for origin, record in self.gossip[entry].items():
-            queue_depth, in_flight, ewma_ms, received, _ = record
-            piggybacked = fresh.get(origin)
-            if piggybacked is not None and piggybacked[2] > received:
-                queue_depth, in_flight, received = piggybacked
-            candidates.append(
-                Candidate(
-                    node=self.node_ids[origin],
-                    service=SERVICE,
-                    slots=self.specs[origin].slots,
-                    queue_limit=QUEUE_LIMIT,
-                    gossip_queue_depth=queue_depth,
-                    gossip_in_flight=in_flight,
-                    ewma_service_ms=ewma_ms,
-                    rtt_ms=RTT * 1000,
-                    gossip_time=received,
-                )
-            )
+
+        candidates = node_candidates(self.views[entry], SERVICE, now, local_load=local_load)
         excluded = frozenset(self.node_ids[index] for index in job.excluded)
         try:
             choice = choose(candidates, self.ledgers[entry], now, self.policy_rng, exclude=excluded)
@@ -361,6 +368,9 @@ class Simulation:
     def on_accept(self, now: float, payload: tuple[Job, tuple[int, int]]) -> None:
         job, (queue_depth, in_flight) = payload
         self.fresh[job.entry][job.target] = (queue_depth, in_flight, now)
+        self.views[job.entry].observe_load(
+            self.node_ids[job.target], SERVICE, queue_depth, in_flight, now
+        )
 
     def on_heartbeat(self, now: float, job: Job) -> None:
         if job.done:
@@ -410,6 +420,9 @@ class Simulation:
         if self.policy == "llmnode":
             if self.piggyback and job.target != job.entry:
                 self.fresh[job.entry][job.target] = (queue_depth, in_flight, now)
+                self.views[job.entry].observe_load(
+                    self.node_ids[job.target], SERVICE, queue_depth, in_flight, now
+                )
             self.ledgers[job.entry].finished(
                 self.node_ids[job.target], SERVICE, job.request_id, now, service_ms
             )
@@ -448,6 +461,16 @@ class Simulation:
         if previous is not None and previous[4] > version:
             return
         view[origin] = (queue_depth, in_flight, ewma_service_ms, now, version)
+        load = ServiceLoad(
+            slots=self.specs[origin].slots,
+            queue_limit=QUEUE_LIMIT,
+            queue_depth=queue_depth,
+            in_flight=in_flight,
+            ewma_service_ms=ewma_service_ms,
+        )
+        self.views[observer].set_record(
+            self.node_ids[origin], str(origin), _record(origin, load), int(version * 1e6), now
+        )
 
     # -- results --------------------------------------------------------------------------------
 

@@ -40,8 +40,9 @@ def candidates(
             queue_depth, in_flight, measured = fresh
         is_local = peer.node == view.self_id
         if is_local and local_load is not None:
-            live = local_load(service)  # our own load: exact, now
+            live = local_load(service)  # our own load: exact, now (not our last record's)
             if live is not None:
+                load = live
                 queue_depth, in_flight, measured = live.queue_depth, live.in_flight, now
         result.append(
             Candidate(
