@@ -21,6 +21,7 @@ _log = get_logger(__name__)
 
 _SIOCGIFADDR = 0x8915
 _SIOCGIFBRDADDR = 0x8919
+_SIOCGIFNETMASK = 0x891B
 _WILDCARDS = ("", "*", "0.0.0.0")
 
 
@@ -46,7 +47,15 @@ def broadcast_of(host: str) -> str | None:
     """The broadcast address of the local interface that has IPv4 address ``host``, or None."""
     for _, name in socket.if_nameindex():
         if _interface_address(name, _SIOCGIFADDR) == host:
-            return _interface_address(name, _SIOCGIFBRDADDR)
+            broadcast = _interface_address(name, _SIOCGIFBRDADDR)
+            if broadcast and broadcast != "0.0.0.0":
+                return broadcast
+            # `ip addr add A/24` without `brd +` sets no broadcast address: the subnet's is it.
+            netmask = _interface_address(name, _SIOCGIFNETMASK)
+            if netmask is None:
+                return None
+            network = ipaddress.IPv4Network(f"{host}/{netmask}", strict=False)
+            return None if network.prefixlen >= 31 else str(network.broadcast_address)
     return None
 
 

@@ -86,6 +86,12 @@ class CorruptingTransport:
     async def start(self) -> None:
         await self.inner.start()
 
+    def connect(self, address: str) -> None:
+        self.inner.connect(address)
+
+    def disconnect(self, address: str) -> None:
+        self.inner.disconnect(address)
+
     async def recv(self) -> bytes:
         return await self.inner.recv()
 
