@@ -295,6 +295,10 @@ def start(
         int | None,
         typer.Option(help="Waiting requests per model beyond which the node answers Busy."),
     ] = None,
+    http: Annotated[
+        str | None,
+        typer.Option(help="OpenAI API HOST:PORT, or off [default 127.0.0.1:7949 if free]."),
+    ] = None,
 ) -> None:
     """Run a node until SIGINT/SIGTERM, then leave the mesh gracefully."""
     from llmnode import log  # noqa: PLC0415
@@ -320,6 +324,7 @@ def start(
         "model_slots": model_slots,
         "model_queue_limit": model_queue_limit,
         "hedge": True if hedge else None,
+        "http": http,
     }
     try:
         settings = load_config(config, overrides=overrides)
@@ -458,6 +463,9 @@ def _mount() -> None:
     from llmnode.agents.models.cli import app as models_app  # noqa: PLC0415
 
     app.add_typer(models_app, name="models", help="Pull, export, list and remove models.")
+    from llmnode.http.cli import api_keys_app  # noqa: PLC0415
+
+    app.add_typer(api_keys_app, name="api-keys")
     from llmnode.agents import commands  # noqa: PLC0415
 
     commands.register(app)
