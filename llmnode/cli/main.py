@@ -75,6 +75,9 @@ def _mount() -> None:
     app.command()(schema)
     app.add_typer(models_app, name="models", help="Pull, export, list and remove models.")
     agents.register(app)
+    from llmnode.http.cli import api_keys_app  # noqa: PLC0415
+
+    app.add_typer(api_keys_app, name="api-keys")
     try:
         from llmnode.cli import demo  # noqa: PLC0415
     except ImportError:  # pragma: no cover - during development only

@@ -96,6 +96,10 @@ def start(
         int | None,
         typer.Option(help="Waiting requests per model beyond which the node answers Busy."),
     ] = None,
+    http: Annotated[
+        str | None,
+        typer.Option(help="OpenAI API HOST:PORT, or off [default 127.0.0.1:7949 if free]."),
+    ] = None,
 ) -> None:
     """Run a node until SIGINT/SIGTERM, then leave the mesh gracefully."""
     from llmnode import log  # noqa: PLC0415
@@ -121,6 +125,7 @@ def start(
         "model_slots": model_slots,
         "model_queue_limit": model_queue_limit,
         "hedge": True if hedge else None,
+        "http": http,
     }
     try:
         settings = load_config(config, overrides=overrides)

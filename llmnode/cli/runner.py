@@ -160,6 +160,9 @@ async def run_node(config: NodeConfig, *, install_signals: bool = True) -> None:
         services=build_model_services(config),
         incarnation=next_incarnation(data_dir),
     )
+    from llmnode.http.runtime import http_loops  # noqa: PLC0415
+
+    node.loops += http_loops(node, config.http)
     loop = asyncio.get_running_loop()
     if install_signals:
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -14,8 +14,9 @@ import functools
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -120,6 +121,8 @@ class Node:
         self._rejections = RateLimitedLogger(log)
         self.ready = asyncio.Event()
         self.rejections: Counter[str] = Counter()
+        self.api_keys: list[str] = []  # HTTP API key hashes, gossiped in the state record
+        self.loops: list[Callable[[], Coroutine[Any, Any, None]]] = []  # more, e.g. HTTP
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -175,6 +178,8 @@ class Node:
                     binding=binding,
                 )
                 group.create_task(beacon.run())
+            for loop in self.loops:
+                group.create_task(loop())
             group.create_task(self._until_stopped())
 
     async def _until_stopped(self) -> None:
@@ -316,6 +321,7 @@ class Node:
             resources=self._resources,
             services=self.services_info(),
             requests_served=self.server.counters["served"],
+            api_keys=self.api_keys,
         )
 
     def _publish_state(self) -> None:
