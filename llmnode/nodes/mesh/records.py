@@ -21,13 +21,29 @@ _decoder = msgspec.msgpack.Decoder(NodeState)
 _encoder = msgspec.msgpack.Encoder()
 
 
-def _signed_bytes(origin: bytes, version: int, payload: bytes) -> bytes:
-    return _DOMAIN + origin + struct.pack("!Q", version) + payload
+def _signed_bytes(domain: bytes, origin: bytes, version: int, payload: bytes) -> bytes:
+    return domain + origin + struct.pack("!Q", version) + payload
+
+
+def sign_by_origin(identity: Identity, domain: bytes, version: int, payload: bytes) -> bytes:
+    """The origin's signature of a versioned record that travels through third parties (node
+    state, deployments): over a domain tag (so one kind never verifies as another), the origin,
+    the version and the payload."""
+    return crypto.sign(
+        _signed_bytes(domain, identity.node_id, version, payload), identity.secret_key
+    )
+
+
+def verify_by_origin(
+    domain: bytes, origin: bytes, version: int, payload: bytes, signature: bytes
+) -> bool:
+    """True when ``payload`` at ``version`` was signed by ``origin`` under ``domain``, unaltered."""
+    return crypto.verify(_signed_bytes(domain, origin, version, payload), signature, origin)
 
 
 def sign_record(identity: Identity, version: int, state: NodeState) -> SignedRecord:
     payload = _encoder.encode(state)
-    signature = crypto.sign(_signed_bytes(identity.node_id, version, payload), identity.secret_key)
+    signature = sign_by_origin(identity, _DOMAIN, version, payload)
     return SignedRecord(
         origin=identity.node_id, version=version, payload=payload, signature=signature
     )
@@ -35,10 +51,8 @@ def sign_record(identity: Identity, version: int, state: NodeState) -> SignedRec
 
 def verify_record(record: SignedRecord) -> bool:
     """True when ``record`` was signed by its origin node, unaltered."""
-    return crypto.verify(
-        _signed_bytes(record.origin, record.version, record.payload),
-        record.signature,
-        record.origin,
+    return verify_by_origin(
+        _DOMAIN, record.origin, record.version, record.payload, record.signature
     )
 
 

@@ -13,24 +13,19 @@ so a later command on another node wins.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Mapping
 
 import msgspec
 
-from llmnode.bus import crypto
 from llmnode.bus.identity import Identity
 from llmnode.errors import Rejected
+from llmnode.nodes.mesh.records import sign_by_origin, verify_by_origin
 from llmnode.nodes.placement.assign import Demand
 from llmnode.schemas.placement import Deployment, SignedDeployment
 
 _DOMAIN = b"llmnode/deployment-record/v1"
 _decoder = msgspec.msgpack.Decoder(Deployment)
 _encoder = msgspec.msgpack.Encoder()
-
-
-def _signed_bytes(origin: bytes, version: int, payload: bytes) -> bytes:
-    return _DOMAIN + origin + struct.pack("!Q", version) + payload
 
 
 def next_version(current: SignedDeployment | None, now: float) -> int:
@@ -40,7 +35,7 @@ def next_version(current: SignedDeployment | None, now: float) -> int:
 
 def issue(identity: Identity, version: int, deployment: Deployment) -> SignedDeployment:
     payload = _encoder.encode(deployment)
-    signature = crypto.sign(_signed_bytes(identity.node_id, version, payload), identity.secret_key)
+    signature = sign_by_origin(identity, _DOMAIN, version, payload)
     return SignedDeployment(
         origin=identity.node_id, version=version, payload=payload, signature=signature
     )
@@ -48,10 +43,8 @@ def issue(identity: Identity, version: int, deployment: Deployment) -> SignedDep
 
 def verify(record: SignedDeployment) -> bool:
     """True when ``record`` was signed by its origin, unaltered."""
-    return crypto.verify(
-        _signed_bytes(record.origin, record.version, record.payload),
-        record.signature,
-        record.origin,
+    return verify_by_origin(
+        _DOMAIN, record.origin, record.version, record.payload, record.signature
     )
 
 
