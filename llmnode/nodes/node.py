@@ -97,8 +97,6 @@ class Node:
         for service in services:
             self.server.services[service.info().name] = service
         self.router = Router(
-            self.node_id,
-            self.node_text,
             self.view,
             self.server,
             self._send,

@@ -72,8 +72,6 @@ _TIMEOUTS = ("stalled", "no_answer")
 class Router:
     def __init__(
         self,
-        self_id: bytes,
-        self_text: str,
         view: MeshView,
         server: RequestServer,
         send: Send,
@@ -85,8 +83,6 @@ class Router:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock  # unix seconds; tests inject their own
-        self._self_id = self_id
-        self._self_text = self_text
         self._view = view
         self._server = server
         self._send = send
