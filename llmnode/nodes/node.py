@@ -32,6 +32,7 @@ from llmnode.nodes.control.dispatch import AttachedClients
 from llmnode.nodes.control.server import KEYRING_FILE, ControlServer, control_address
 from llmnode.nodes.discovery.beacon import Beacon
 from llmnode.nodes.discovery.seeds import join_seeds
+from llmnode.nodes.instruments import instrument
 from llmnode.nodes.membership import Membership, MembershipConfig, Outbound
 from llmnode.nodes.mesh import reports, resources
 from llmnode.nodes.mesh.records import decode_state, sign_record, verify_record
@@ -118,9 +119,11 @@ class Node:
         self._state_dirty = asyncio.Event()
         self._rejections = RateLimitedLogger(log)
         self.ready = asyncio.Event()
-        self.rejections: Counter[str] = Counter()
+        #: Bad input refused by the node itself, by (source, reason); see ``instruments``.
+        self.rejections: Counter[tuple[str, str]] = Counter()
         self.api_keys: list[str] = []  # HTTP API key hashes, gossiped in the state record
         self.loops: list[Callable[[], Coroutine[Any, Any, None]]] = []  # more, e.g. HTTP
+        self.metrics = instrument(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -172,7 +175,7 @@ class Node:
                     self.bus,
                     self.config.beacon_port,
                     self._on_beacon_peer,
-                    lambda reason: self._reject(reason, "beacon"),
+                    lambda reason: self._reject(reason, "beacon", source="beacon"),
                     binding=binding,
                 )
                 group.create_task(beacon.run())
@@ -232,7 +235,7 @@ class Node:
                 try:
                     state = decode_state(record)
                 except Rejected as error:
-                    self.rejections[error.reason] += 1
+                    self.rejections["record", error.reason] += 1
                 else:
                     text = node_id_to_text(node)
                     self.view.set_record(node, text, state, record.version, time.time())
@@ -271,8 +274,8 @@ class Node:
         except MeshError as error:
             self._reject(getattr(error, "reason", error.code), str(error))
 
-    def _reject(self, reason: str, detail: str) -> None:
-        self.rejections[reason] += 1
+    def _reject(self, reason: str, detail: str, *, source: str = "node") -> None:
+        self.rejections[source, reason] += 1
         self._rejections.warning("message_rejected", reason, reason=reason, detail=detail[:120])
 
     async def _tick_loop(self) -> None:
