@@ -357,8 +357,9 @@ class Router:
                 wait = min(wait, deadline - self._clock())
                 if wait <= 0:
                     raise DeadlineExceeded(f"{service!r} did not answer before the deadline")
-                try:
-                    message = await asyncio.wait_for(queue.get(), wait)
+                try:  # asyncio.timeout, not wait_for: no task per message
+                    async with asyncio.timeout(wait):
+                        message = await queue.get()
                 except TimeoutError:
                     if self._clock() >= deadline:
                         raise DeadlineExceeded(

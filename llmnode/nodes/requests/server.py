@@ -48,6 +48,10 @@ class RequestServer:
         self.slow_chunk_s = slow_chunk_s  # fault injection: a slow node
         self.services: dict[str, Service] = {}
         self._running: dict[tuple[bytes, bytes], asyncio.Task[None]] = {}
+        # One heartbeat task for every running request (not one per request): it runs while
+        # any request does, and answers each with an Accept every ``heartbeat_s``.
+        self._beating: dict[tuple[bytes, bytes], tuple[str, Reply]] = {}
+        self._heartbeat_task: asyncio.Task[None] | None = None
         # Requests admitted and not yet answered, per service, remote and local alike. A request
         # holds its place until its result is sent, not only while its runtime computes it.
         self.active: Counter[str] = Counter()
@@ -116,9 +120,12 @@ class RequestServer:
             stream=request.stream,
         )
         task = asyncio.create_task(
-            self._run(service, call, reply), name=f"serve-{request.id.hex()}"
+            self._run(service, call, reply, key), name=f"serve-{request.id.hex()}"
         )
         self._running[key] = task
+        self._beating[key] = (request.service, reply)
+        if self._heartbeat_task is None:
+            self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="heartbeats")
         task.add_done_callback(functools.partial(self._finished, key, request.service))
 
     async def call_in_slot(self, service: Service, call: ServiceCall, emit: Emit) -> bytes:
@@ -135,10 +142,13 @@ class RequestServer:
             return result
 
     def _finished(self, key: tuple[bytes, bytes], name: str, _: object) -> None:
+        self._beating.pop(key, None)
         if self._running.pop(key, None) is not None:
             self.end(name)
 
-    async def _run(self, service: Service, call: ServiceCall, reply: Reply) -> None:
+    async def _run(
+        self, service: Service, call: ServiceCall, reply: Reply, key: tuple[bytes, bytes]
+    ) -> None:
         sequence = 0
 
         async def emit(data: bytes) -> None:
@@ -146,7 +156,6 @@ class RequestServer:
             reply(Chunk(id=call.request_id, seq=sequence, data=data))
             sequence += 1
 
-        heartbeat = asyncio.create_task(self._heartbeat(call.request_id, call.service, reply))
         try:
             async with asyncio.timeout_at(_loop_deadline(call.deadline)):
                 result = await self.call_in_slot(service, call, emit)
@@ -181,8 +190,8 @@ class RequestServer:
                     remote_type=type(error).__name__,
                 )
             )
-        finally:
-            heartbeat.cancel()
+        finally:  # answered: no longer in flight, before the caller reads the answer
+            self._finished(key, call.service, None)
 
     def _accept(self, request_id: bytes, name: str) -> Accept:
         """Accept, carrying the load with this request counted (it was admitted just now)."""
@@ -205,10 +214,16 @@ class RequestServer:
             in_flight=load.in_flight,
         )
 
-    async def _heartbeat(self, request_id: bytes, name: str, reply: Reply) -> None:
-        while True:
-            await asyncio.sleep(self._heartbeat_s)
-            reply(self._accept(request_id, name))
+    async def _heartbeats(self) -> None:
+        """Every ``heartbeat_s``, an Accept to the caller of each request still running; ends
+        when none is (the next request starts it again)."""
+        try:
+            while self._beating:
+                await asyncio.sleep(self._heartbeat_s)
+                for (_, request_id), (name, reply) in list(self._beating.items()):
+                    reply(self._accept(request_id, name))
+        finally:
+            self._heartbeat_task = None
 
     def cancel(self, caller: bytes, request_id: bytes) -> bool:
         task = self._running.get((caller, request_id))
@@ -223,6 +238,8 @@ class RequestServer:
 
     async def close(self) -> None:
         tasks = list(self._running.values())
+        if self._heartbeat_task is not None:
+            tasks.append(self._heartbeat_task)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
