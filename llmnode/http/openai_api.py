@@ -125,7 +125,7 @@ class OpenAIApi:
             )
         )
         respond = translate.chat_response if chat else translate.completion_response
-        return self._json(respond(ident, body.model, created, result), *served[-1:])
+        return self._json(respond(ident, body.model, created, result), "".join(served[-1:]))
 
     # -- embeddings ----------------------------------------------------------------------------
 
@@ -154,7 +154,7 @@ class OpenAIApi:
         tokens = sum(len(ids) for ids in token_ids)
         return self._json(
             translate.embedding_response(body.model, rows, tokens, body.encoding_format),
-            *served[-1:],
+            "".join(served[-1:]),
         )
 
     # -- helpers -------------------------------------------------------------------------------
