@@ -33,12 +33,7 @@ from llmnode.log import get_logger
 from llmnode.nodes.mesh.view import MeshView
 from llmnode.nodes.requests.candidates import candidates as find_candidates
 from llmnode.nodes.requests.hedging import race
-from llmnode.nodes.requests.outcomes import (
-    AttemptFailed,
-    at_deadline,
-    failed_error,
-    typed_error,
-)
+from llmnode.nodes.requests.outcomes import AttemptFailed, at_deadline, failed_error, typed_error
 from llmnode.nodes.requests.retry import ErrorKind, RetryPolicy
 from llmnode.nodes.requests.scheduler import Candidate, Choice, InFlightLedger, choose
 from llmnode.nodes.requests.server import RequestServer
@@ -64,6 +59,7 @@ from llmnode.schemas.requests import (
 log = get_logger(__name__)
 
 OnChunk = Callable[[bytes], Awaitable[None]]
+Served = Callable[[bytes], None] | None  # told the id of the node whose answer the caller gets
 Send = Callable[[bytes, WireMessage], bool]
 _PEER_DOWN = object()
 _TIMEOUTS = ("stalled", "no_answer")
@@ -154,8 +150,10 @@ class Router:
         idempotent: bool = True,
         caller: str = "",
         on_chunk: OnChunk | None = None,
+        on_served: Served = None,
     ) -> bytes:
-        """Route one request; returns the final result bytes or raises a typed MeshError."""
+        """Route one request; returns the final result bytes or raises a typed MeshError.
+        ``on_served`` is told the node that answered (for a resumed stream, the last one)."""
         deadline = self._clock() + timeout
         self.counters["requests"] += 1
         try:
@@ -220,7 +218,7 @@ class Router:
                 )
                 try:
                     result = await self._attempt_or_hedge(
-                        choice, attempt, deliver, candidates, exclude
+                        choice, attempt, deliver, candidates, exclude, on_served
                     )
                 except Busy as error:
                     last_error = NoCapacity(f"every node serving {service!r} is busy ({error})")
@@ -288,6 +286,7 @@ class Router:
         deliver: OnChunk,
         candidates: list[Candidate],
         exclude: set[bytes],
+        on_served: Served,
     ) -> bytes:
         """One attempt; with hedging on, an idempotent, unstreamed request still unanswered after
         ``RetryPolicy.hedge_after`` (2× its estimate, at least 50 ms) is also sent to the next
@@ -298,7 +297,7 @@ class Router:
             else None
         )
         if delay_ms is None:
-            return await self._attempt(choice.node, request, deliver)
+            return await self._attempt(choice.node, request, deliver, on_served)
 
         def second() -> Coroutine[Any, Any, bytes] | None:
             try:
@@ -310,12 +309,12 @@ class Router:
                 return None
             self.counters["hedged"] += 1
             copy = msgspec.structs.replace(request, id=os.urandom(16))
-            return self._attempt(other.node, copy, deliver)
+            return self._attempt(other.node, copy, deliver, on_served)
 
-        first = self._attempt(choice.node, request, deliver)
+        first = self._attempt(choice.node, request, deliver, on_served)
         return await race(first, delay_ms / 1000.0, second)
 
-    async def _attempt(self, node: bytes, request: Request, deliver: OnChunk) -> bytes:
+    async def _attempt(self, node: bytes, request: Request, deliver: OnChunk, on: Served) -> bytes:
         """One try of ``request`` on ``node``, recorded in the ledger."""
         request_id, service = request.id, request.service
         started = self._clock()
@@ -324,6 +323,8 @@ class Router:
         try:
             result = await self._exchange(node, request, deliver)
             finished_ok = True
+            if on is not None:
+                on(node)
             return result
         except AgentLost as error:  # it had the request: retried elsewhere only if idempotent
             raise AttemptFailed("agent_lost", accepted=True) from error
