@@ -11,6 +11,10 @@ One node serves both default models and its HTTP API on a free loopback port. In
   through the SDK, rounds alternating; aggregate tokens/s of each and their ratio
   ``stream_throughput_ratio`` = HTTP / SDK (target >= 0.9).
 
+- CPU per embed, which a shared machine perturbs far less than wall time: blocks of embeds through
+  each path, alternating; the node process's CPU ms per embed (``/proc/PID/stat``) and this
+  client's, for HTTP and the SDK.
+
 Tokens are counted the same way on both sides: non-empty text deltas. The HTTP client is aiohttp
 with keep-alive (what a long-lived client or UI does); the SDK talks to the node's control socket.
 
@@ -61,6 +65,20 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def cpu_ms(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far, in ms (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_per_call(call: Callable[[], Awaitable[int]], pid: int, count: int) -> list[float]:
+    """[node CPU ms, client CPU ms] per call, over ``count`` calls one after another."""
+    node, client = cpu_ms(pid), time.process_time()
+    for _ in range(count):
+        await call()
+    return [(cpu_ms(pid) - node) / count, (time.process_time() - client) * 1000.0 / count]
 
 
 def p50(values: list[float]) -> float:
@@ -151,7 +169,8 @@ async def run(quick: bool, mesh_key: str) -> dict[str, Any]:
                 aiohttp.ClientSession(connector=connector) as session,
                 connect(data_dir, name="bench") as mesh,
             ):
-                return await measure(Http(session, port), mesh, embeds, chats, rounds)
+                http = Http(session, port)
+                return await measure(http, mesh, process.pid, embeds, chats, rounds)
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -160,7 +179,9 @@ async def run(quick: bool, mesh_key: str) -> dict[str, Any]:
                 process.kill()
 
 
-async def measure(http: Http, mesh: Mesh, embeds: int, chats: int, rounds: int) -> dict[str, Any]:
+async def measure(
+    http: Http, mesh: Mesh, pid: int, embeds: int, chats: int, rounds: int
+) -> dict[str, Any]:
     async def sdk_embed() -> int:
         return len((await mesh.embed(EMBED_MODEL, [SENTENCE]))[0])
 
@@ -180,6 +201,11 @@ async def measure(http: Http, mesh: Mesh, embeds: int, chats: int, rounds: int) 
         started = time.perf_counter()
         await sdk_embed()
         sdk_embed_ms.append((time.perf_counter() - started) * 1000)
+    http_cpu: list[list[float]] = []
+    sdk_cpu: list[list[float]] = []
+    for _ in range(2):
+        http_cpu.append(await cpu_per_call(http.embed, pid, embeds // 2))
+        sdk_cpu.append(await cpu_per_call(sdk_embed, pid, embeds // 2))
     http_chat: list[tuple[float, float, int]] = []
     sdk_chat: list[tuple[float, float, int]] = []
     for _ in range(chats):
@@ -198,6 +224,10 @@ async def measure(http: Http, mesh: Mesh, embeds: int, chats: int, rounds: int) 
         "embed_http_p99_ms": p99(http_embed),
         "embed_sdk_p50_ms": p50(sdk_embed_ms),
         "embed_sdk_p99_ms": p99(sdk_embed_ms),
+        "embed_node_cpu_ms_http": round(statistics.mean(row[0] for row in http_cpu), 3),
+        "embed_node_cpu_ms_sdk": round(statistics.mean(row[0] for row in sdk_cpu), 3),
+        "embed_client_cpu_ms_http": round(statistics.mean(row[1] for row in http_cpu), 3),
+        "embed_client_cpu_ms_sdk": round(statistics.mean(row[1] for row in sdk_cpu), 3),
         "chat_ttft_p50_ms": p50([first for first, _, _ in http_chat]),
         "chat_ttft_p99_ms": p99([first for first, _, _ in http_chat]),
         "chat_ttft_sdk_p50_ms": p50([first for first, _, _ in sdk_chat]),

@@ -59,7 +59,7 @@ from llmnode.schemas.requests import (
 log = get_logger(__name__)
 
 OnChunk = Callable[[bytes], Awaitable[None]]
-Served = Callable[[bytes], None] | None  # told the id of the node whose answer the caller gets
+OnServed = Callable[[bytes], None]  # told the id of the node whose answer the caller gets
 Send = Callable[[bytes, WireMessage], bool]
 _PEER_DOWN = object()
 _TIMEOUTS = ("stalled", "no_answer")
@@ -150,7 +150,7 @@ class Router:
         idempotent: bool = True,
         caller: str = "",
         on_chunk: OnChunk | None = None,
-        on_served: Served = None,
+        on_served: OnServed | None = None,
     ) -> bytes:
         """Route one request; returns the final result bytes or raises a typed MeshError.
         ``on_served`` is told the node that answered (for a resumed stream, the last one)."""
@@ -217,8 +217,8 @@ class Router:
                     caller=caller,
                 )
                 try:
-                    result = await self._attempt_or_hedge(
-                        choice, attempt, deliver, candidates, exclude, on_served
+                    served_by, result = await self._attempt_or_hedge(
+                        choice, attempt, deliver, candidates, exclude
                     )
                 except Busy as error:
                     last_error = NoCapacity(f"every node serving {service!r} is busy ({error})")
@@ -248,6 +248,8 @@ class Router:
                     continue
                 if resumable and delivered.token_ids:
                     result = merge_result(result, delivered)
+                if on_served is not None:
+                    on_served(served_by)
                 return result
         except asyncio.CancelledError:
             self.counters["cancelled"] += 1
@@ -286,8 +288,7 @@ class Router:
         deliver: OnChunk,
         candidates: list[Candidate],
         exclude: set[bytes],
-        on_served: Served,
-    ) -> bytes:
+    ) -> tuple[bytes, bytes]:
         """One attempt; with hedging on, an idempotent, unstreamed request still unanswered after
         ``RetryPolicy.hedge_after`` (2× its estimate, at least 50 ms) is also sent to the next
         best node. The first answer wins and the other copy is cancelled."""
@@ -297,9 +298,9 @@ class Router:
             else None
         )
         if delay_ms is None:
-            return await self._attempt(choice.node, request, deliver, on_served)
+            return await self._attempt(choice.node, request, deliver)
 
-        def second() -> Coroutine[Any, Any, bytes] | None:
+        def second() -> Coroutine[Any, Any, tuple[bytes, bytes]] | None:
             try:
                 other = choose(
                     candidates, self.ledger, self._clock(), self.rng,
@@ -309,13 +310,15 @@ class Router:
                 return None
             self.counters["hedged"] += 1
             copy = msgspec.structs.replace(request, id=os.urandom(16))
-            return self._attempt(other.node, copy, deliver, on_served)
+            return self._attempt(other.node, copy, deliver)
 
-        first = self._attempt(choice.node, request, deliver, on_served)
+        first = self._attempt(choice.node, request, deliver)
         return await race(first, delay_ms / 1000.0, second)
 
-    async def _attempt(self, node: bytes, request: Request, deliver: OnChunk, on: Served) -> bytes:
-        """One try of ``request`` on ``node``, recorded in the ledger."""
+    async def _attempt(
+        self, node: bytes, request: Request, deliver: OnChunk
+    ) -> tuple[bytes, bytes]:
+        """One try of ``request`` on ``node``, recorded in the ledger: (``node``, the result)."""
         request_id, service = request.id, request.service
         started = self._clock()
         self.ledger.sent(node, service, request_id, started)
@@ -323,9 +326,7 @@ class Router:
         try:
             result = await self._exchange(node, request, deliver)
             finished_ok = True
-            if on is not None:
-                on(node)
-            return result
+            return node, result
         except AgentLost as error:  # it had the request: retried elsewhere only if idempotent
             raise AttemptFailed("agent_lost", accepted=True) from error
         finally:
