@@ -125,14 +125,18 @@ def build_placement(node: Node, config: NodeConfig) -> NodePlacement:
     Models started with ``--model`` are pinned replicas: placement counts them and keeps them."""
     from llmnode.agents.model_host import StoreModels  # noqa: PLC0415 - heavy imports
     from llmnode.agents.models.store import ModelStore  # noqa: PLC0415
+    from llmnode.agents.models.transfer import ModelTransfer  # noqa: PLC0415
 
+    store = ModelStore(config.model_store or None)
+    rate = config.model_transfer_mb_s * 1e6
     side = StoreModels(
-        ModelStore(config.model_store or None),
+        store,
         node.bus.send,
         node.server.services,
         node.state_changed,
         slots=config.model_slots,
         queue_limit=config.model_queue_limit,
+        transfer=ModelTransfer(store, node.bus.send, rate_bytes_per_s=rate),
     )
     auto = config.autoscale
     policy = AutoscalePolicy(

@@ -1,0 +1,224 @@
+"""Placement with real `llmnode start` processes: deploy, repair after kill -9, memory, pulls.
+
+Each node has a store of its own and a declared capacity (a config file), so the memory every
+node gossips is fixed and the test knows which node placement prefers. The model is the smallest
+real one of the defaults, all-minilm-l6-v2 (88 MB); one node holds it at the start.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmnode.agents.models import ModelStore, ensure_models
+from llmnode.client.sync import connect_sync
+from tests.integration.http.conftest import CHAT_MODEL, EMBED_MODEL, store_root
+from tests.support.mesh import LocalMesh, NodeProcess, llmnode_command, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.models]
+
+MODEL = EMBED_MODEL
+
+
+@pytest.fixture
+def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
+    ensure_models(ModelStore(store_root()), [MODEL])
+    local = LocalMesh(tmp_path, probe_interval=0.2)
+    try:
+        yield local
+    finally:
+        local.close()
+
+
+def holding(root: Path, *models: str) -> Path:
+    """A store at ``root`` with copies of ``models`` from the default store."""
+    root.mkdir(parents=True)
+    for model in models:
+        shutil.copytree(store_root() / model, root / model)
+    return root
+
+
+def start(
+    mesh: LocalMesh, name: str, ram_mb: int, store: Path, *, transfer_mb_s: float = 100.0
+) -> NodeProcess:
+    """A node whose declared RAM fixes the memory it has for models (RAM less the reserve)."""
+    config = mesh.root / f"{name}.toml"
+    config.write_text(f"model_transfer_mb_s = {transfer_mb_s}\n[capacity]\nram_mb = {ram_mb}\n")
+    store.mkdir(parents=True, exist_ok=True)
+    args = ["--model-store", str(store), "--config", str(config), "--http", "off"]
+    return mesh.add(name, args)
+
+
+def cli(node: NodeProcess, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return node.run_cli(*args, timeout=timeout)
+
+
+def deployments(node: NodeProcess) -> list[dict[str, Any]]:
+    result = cli(node, "models", "deployments", "--json")
+    assert result.returncode == 0, result.stderr
+    rows: list[dict[str, Any]] = json.loads(result.stdout)
+    return rows
+
+
+def serving(node: NodeProcess, model: str = MODEL) -> set[str]:
+    """The nodes whose gossiped state advertises ``model`` (loaded and warm)."""
+    return {
+        row["name"]
+        for row in node.peers()
+        if row["state"] == "alive" and f"model:{model}" in json.dumps(row.get("services", []))
+    }
+
+
+class Traffic:
+    """Embeddings asked through one node, back to back, in a thread; every outcome kept."""
+
+    def __init__(self, entry: NodeProcess) -> None:
+        self.entry = entry
+        self.served: list[float] = []
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with connect_sync(self.entry.data_dir) as client:
+            while not self._stop.is_set():
+                try:
+                    rows = client.embed(MODEL, ["the mesh keeps serving"], timeout=20)
+                    assert len(rows) == 1 and len(rows[0]) == 384
+                    self.served.append(time.monotonic())
+                except Exception as error:  # kept, and the test fails on it
+                    self.failed.append(f"{type(error).__name__}: {error}")
+                time.sleep(0.05)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def test_deploy_copies_the_model_to_a_peer_and_a_killed_replica_is_restored_on_the_third(
+    mesh: LocalMesh, tmp_path: Path
+) -> None:
+    # Memory for models: a 976 MiB, b 7200 MiB, c 2976 MiB (declared RAM less the reserve).
+    a = start(mesh, "a", 2000, holding(tmp_path / "store-a", MODEL))
+    b = start(mesh, "b", 8000, tmp_path / "store-b")
+    c = start(mesh, "c", 4000, tmp_path / "store-c")
+    mesh.wait_converged()
+
+    deployed = cli(c, "models", "deploy", MODEL, "--replicas", "2")
+    assert deployed.returncode == 0, deployed.stderr
+    # a holds the files; b has the most memory, so b fetches them from a over the mesh.
+    wait_for(lambda: serving(c) == {"a", "b"}, timeout=90, what="replicas on a and b")
+    assert ModelStore(tmp_path / "store-b").verify(MODEL)  # every file's sha256
+    assert not (tmp_path / "store-c" / MODEL).exists()
+    for node in (a, b, c):  # the record reached every node; each places the same
+        (row,) = deployments(node)
+        assert (row["replicas"], sorted(row["assigned"])) == (2, ["a", "b"])
+
+    with Traffic(c) as traffic:
+        wait_for(lambda: len(traffic.served) >= 5, timeout=30, what="requests served")
+        killed_at = time.monotonic()
+        a.kill()  # kill -9 the only node that held the model at the start
+        wait_for(lambda: serving(c) == {"b", "c"}, timeout=90, what="the replica restored on c")
+        restored_s = time.monotonic() - killed_at
+        wait_for(
+            lambda: len([t for t in traffic.served if t > killed_at + restored_s]) >= 5,
+            timeout=30,
+            what="requests after the repair",
+        )
+    print(f"replica restored {restored_s:.1f} s after the kill")
+    assert not traffic.failed, traffic.failed[:3]
+    assert ModelStore(tmp_path / "store-c").verify(MODEL)  # copied from b's copy
+    during = [t for t in traffic.served if killed_at < t < killed_at + restored_s]
+    assert during, "no request was served while the replica was being restored"
+    (row,) = deployments(c)
+    assert sorted(row["serving"]) == ["b", "c"]
+
+
+def test_memory_decides_and_bad_deploys_are_one_line(mesh: LocalMesh, tmp_path: Path) -> None:
+    ensure_models(ModelStore(store_root()), [CHAT_MODEL])
+    # a: 976 MiB for models; b: 76 MiB, below the embedding model's footprint (about 87 MiB).
+    a = start(mesh, "a", 2000, holding(tmp_path / "store-a", MODEL, CHAT_MODEL))
+    b = start(mesh, "b", 1100, tmp_path / "store-b")
+    mesh.wait_converged()
+
+    assert cli(b, "models", "deploy", MODEL, "--replicas", "2").returncode == 0
+    wait_for(lambda: serving(b) == {"a"}, timeout=60, what="the replica on a")
+    time.sleep(3.0)  # many placement rounds: b is never given it, and never fetches it
+    assert serving(b) == {"a"}
+    assert not (tmp_path / "store-b" / MODEL).exists()
+    assert not list((tmp_path / "store-b").glob(".partial-*/*"))
+    (row,) = deployments(b)
+    assert (row["assigned"], row["unplaced"]) == (["a"], 1)
+
+    errors = {
+        "unknown model": ("models", "deploy", "no-such-model", "--replicas", "1"),
+        "replicas must be": ("models", "deploy", MODEL, "--replicas", "0"),
+        "no node has memory": ("models", "deploy", CHAT_MODEL, "--replicas", "1"),
+        "--replicas N or --auto": ("models", "deploy", MODEL),
+        "not deployed": ("models", "undeploy", CHAT_MODEL),
+        "not a model name": ("models", "deploy", "../etc", "--replicas", "1"),
+    }
+    for expected, args in errors.items():
+        result = cli(b, *args)
+        assert result.returncode != 0, args
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], (args, result.stderr)
+
+    assert cli(b, "models", "undeploy", MODEL).returncode == 0
+    wait_for(lambda: not serving(b), timeout=30, what="the replica unloaded")
+    (row,) = deployments(a)
+    assert row["deployed"] is False
+
+
+def test_pull_from_mesh_checks_sha256_and_resumes_after_the_fetcher_is_killed(
+    mesh: LocalMesh, tmp_path: Path
+) -> None:
+    start(mesh, "a", 2000, holding(tmp_path / "store-a", MODEL))
+    store_b = tmp_path / "store-b"
+    b = start(mesh, "b", 8000, store_b, transfer_mb_s=10)  # about 9 s for the 88 MB
+    mesh.wait_converged()
+    command = llmnode_command("models", "pull", MODEL, "--from-mesh", "--data-dir", str(b.data_dir))
+    first = subprocess.Popen(command, env=b.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    partial = store_b / f".partial-{MODEL}"
+
+    def received() -> int:
+        return sum(p.stat().st_size for p in partial.rglob("*") if p.is_file())
+
+    wait_for(lambda: received() > 20_000_000, timeout=60, what="20 MB received")
+    b.kill()  # the fetching node dies mid-transfer
+    first.wait(30)
+    assert first.returncode != 0
+    kept = received()
+    assert kept > 20_000_000 and not (store_b / MODEL).exists()
+
+    b.start()  # the same data dir and store
+    wait_for(b.status, timeout=60, what="b to restart")
+    mesh.wait_converged()
+    again = cli(b, "models", "pull", MODEL, "--from-mesh", timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "sha256 checked" in again.stdout
+    assert ModelStore(store_b).verify(MODEL)
+    pulled = [
+        json.loads(line)
+        for line in b.log_text().splitlines()
+        if '"model_pulled"' in line and line.startswith("{")
+    ]
+    assert pulled, "no model_pulled line in b's log"
+    stats = pulled[-1]["stats"]
+    assert stats["bytes_resumed"] >= kept - 2 * 256 * 1024  # resumed from what was written
+    assert stats["bytes_fetched"] < 88_000_000 - 20_000_000  # only the rest crossed the mesh
+
+    already = cli(b, "models", "pull", MODEL, "--from-mesh")
+    assert already.returncode == 0 and "already" in already.stdout
