@@ -29,6 +29,7 @@ log = get_logger(__name__)
 
 MODEL_PREFIX = "model:"
 DEFAULT_SLOTS = 8  # the runtimes' default batch size
+CONFIG = "config.json"  # the model's Hugging Face config: its KV cache's shape
 
 
 class StoreModels:
@@ -80,7 +81,7 @@ class StoreModels:
             manifest = self.store.get(model)
             folder = self.store.path(model)
             digest = manifest_digest((folder / "manifest.json").read_bytes())
-            config_path = folder / "config.json"
+            config_path = folder / CONFIG
             config = json.loads(config_path.read_text()) if config_path.is_file() else {}
         except (MeshError, OSError, ValueError):
             return (0, "")
@@ -90,9 +91,14 @@ class StoreModels:
 
     async def remote_footprint(self, model: str, holder: bytes) -> tuple[int, str]:
         data, manifest = await self.transfer.fetch_manifest(model, holder)
-        # The config is not in the manifest reply: without it the KV cache is not counted, so
-        # the estimate is the weights alone until a node holding the model re-issues it.
-        return expected_footprint_mb(manifest, {}), manifest_digest(data)
+        config: dict[str, Any] = {}
+        if any(entry.path == CONFIG for entry in manifest.files):  # the KV cache's shape
+            try:
+                config = json.loads(await self.transfer.fetch_bytes(model, holder, CONFIG))
+            except ValueError as error:
+                raise ModelError(f"the holder's {CONFIG} of {model!r} is not JSON") from error
+        slots = self.slots or DEFAULT_SLOTS
+        return expected_footprint_mb(manifest, config, slots=slots), manifest_digest(data)
 
     # -- transfer ----------------------------------------------------------------------------
 

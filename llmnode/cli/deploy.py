@@ -51,7 +51,8 @@ def deploy(
     """Serve a model on the mesh: the nodes place its replicas by memory, fetch it from a peer."""
     if auto == (replicas is not None):
         fail("give --replicas N or --auto (one of the two)", code=2)
-    row = _ask(data_dir, "deploy", model, replicas or 1, auto=auto, max_replicas=max_replicas)
+    count = 1 if replicas is None else replicas
+    row = _ask(data_dir, "deploy", model, count, auto=auto, max_replicas=max_replicas)
     typer.echo(json.dumps(row) if as_json else f"deployed {model}: {_line(row).strip()}")
 
 
