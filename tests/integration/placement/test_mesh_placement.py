@@ -47,11 +47,19 @@ def holding(root: Path, *models: str) -> Path:
 
 
 def start(
-    mesh: LocalMesh, name: str, ram_mb: int, store: Path, *, transfer_mb_s: float = 100.0
+    mesh: LocalMesh,
+    name: str,
+    ram_mb: int,
+    store: Path,
+    *,
+    transfer_mb_s: float = 100.0,
+    more: str = "",
 ) -> NodeProcess:
     """A node whose declared RAM fixes the memory it has for models (RAM less the reserve)."""
     config = mesh.root / f"{name}.toml"
-    config.write_text(f"model_transfer_mb_s = {transfer_mb_s}\n[capacity]\nram_mb = {ram_mb}\n")
+    config.write_text(
+        f"model_transfer_mb_s = {transfer_mb_s}\n{more}[capacity]\nram_mb = {ram_mb}\n"
+    )
     store.mkdir(parents=True, exist_ok=True)
     args = ["--model-store", str(store), "--config", str(config), "--http", "off"]
     return mesh.add(name, args)
@@ -78,14 +86,14 @@ def serving(node: NodeProcess, model: str = MODEL) -> set[str]:
 
 
 class Traffic:
-    """Embeddings asked through one node, back to back, in a thread; every outcome kept."""
+    """Embeddings asked through one node, back to back, in threads; every outcome kept."""
 
-    def __init__(self, entry: NodeProcess) -> None:
-        self.entry = entry
+    def __init__(self, entry: NodeProcess, threads: int = 1, pause_s: float = 0.05) -> None:
+        self.entry, self.pause_s = entry, pause_s
         self.served: list[float] = []
         self.failed: list[str] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def _run(self) -> None:
         with connect_sync(self.entry.data_dir) as client:
@@ -96,15 +104,17 @@ class Traffic:
                     self.served.append(time.monotonic())
                 except Exception as error:  # kept, and the test fails on it
                     self.failed.append(f"{type(error).__name__}: {error}")
-                time.sleep(0.05)
+                time.sleep(self.pause_s)
 
     def __enter__(self) -> Traffic:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        self._thread.join(30)
+        for thread in self._threads:
+            thread.join(30)
 
 
 def test_deploy_copies_the_model_to_a_peer_and_a_killed_replica_is_restored_on_the_third(
@@ -222,3 +232,37 @@ def test_pull_from_mesh_checks_sha256_and_resumes_after_the_fetcher_is_killed(
 
     already = cli(b, "models", "pull", MODEL, "--from-mesh")
     assert already.returncode == 0 and "already" in already.stdout
+
+
+AUTOSCALE = """model_slots = 1
+[autoscale]
+add_wait_ms = 10.0
+add_window_s = 2.0
+remove_wait_ms = 1.0
+quiet_s = 5.0
+cooldown_s = 3.0
+"""
+
+
+def test_auto_adds_a_replica_under_a_burst_and_removes_it_when_quiet(
+    mesh: LocalMesh, tmp_path: Path
+) -> None:
+    # One slot per replica, and the policy's windows in seconds (defaults: 30 s and 300 s).
+    a = start(mesh, "a", 8000, holding(tmp_path / "store-a", MODEL), more=AUTOSCALE)
+    b = start(mesh, "b", 8000, tmp_path / "store-b", more=AUTOSCALE)
+    mesh.wait_converged()
+    deployed = cli(a, "models", "deploy", MODEL, "--auto", "--max-replicas", "2")
+    assert deployed.returncode == 0, deployed.stderr
+    wait_for(lambda: serving(a) == {"a"}, timeout=60, what="the first replica")
+    time.sleep(3.0)  # no load: still one replica (never below one while deployed)
+    assert serving(a) == {"a"}
+
+    with Traffic(a, threads=12, pause_s=0.0) as burst:  # the queue wait rises above 10 ms
+        wait_for(lambda: serving(a) == {"a", "b"}, timeout=90, what="a second replica")
+        (row,) = deployments(a)
+        assert (row["auto"], row["replicas"]) == (True, 2)
+    assert not burst.failed, burst.failed[:3]
+
+    wait_for(lambda: len(serving(a)) == 1, timeout=90, what="back to one replica when quiet")
+    (row,) = deployments(b)
+    assert row["replicas"] == 1
