@@ -54,6 +54,7 @@ def start(
     *,
     transfer_mb_s: float = 100.0,
     more: str = "",
+    extra: tuple[str, ...] = (),
 ) -> NodeProcess:
     """A node whose declared RAM fixes the memory it has for models (RAM less the reserve)."""
     config = mesh.root / f"{name}.toml"
@@ -61,7 +62,7 @@ def start(
         f"model_transfer_mb_s = {transfer_mb_s}\n{more}[capacity]\nram_mb = {ram_mb}\n"
     )
     store.mkdir(parents=True, exist_ok=True)
-    args = ["--model-store", str(store), "--config", str(config), "--http", "off"]
+    args = ["--model-store", str(store), "--config", str(config), "--http", "off", *extra]
     return mesh.add(name, args)
 
 
@@ -156,12 +157,17 @@ def test_deploy_copies_the_model_to_a_peer_and_a_killed_replica_is_restored_on_t
     assert sorted(row["serving"]) == ["b", "c"]
 
 
-def test_memory_decides_and_bad_deploys_are_one_line(mesh: LocalMesh, tmp_path: Path) -> None:
+def test_memory_decides_a_pinned_replica_counts_and_bad_deploys_are_one_line(
+    mesh: LocalMesh, tmp_path: Path
+) -> None:
     ensure_models(ModelStore(store_root()), [CHAT_MODEL])
-    # a: 976 MiB for models; b: 76 MiB, below the embedding model's footprint (about 87 MiB).
-    a = start(mesh, "a", 2000, holding(tmp_path / "store-a", MODEL, CHAT_MODEL))
+    # a: 976 MiB for models, started with --model (a pinned replica); b: 76 MiB, below the
+    # embedding model's footprint (about 87 MiB).
+    store_a = holding(tmp_path / "store-a", MODEL, CHAT_MODEL)
+    a = start(mesh, "a", 2000, store_a, extra=("--model", MODEL))
     b = start(mesh, "b", 1100, tmp_path / "store-b")
     mesh.wait_converged()
+    wait_for(lambda: serving(b) == {"a"}, timeout=60, what="a's pinned replica")
 
     assert cli(b, "models", "deploy", MODEL, "--replicas", "2").returncode == 0
     wait_for(lambda: serving(b) == {"a"}, timeout=60, what="the replica on a")
@@ -187,9 +193,9 @@ def test_memory_decides_and_bad_deploys_are_one_line(mesh: LocalMesh, tmp_path: 
         assert len(lines) == 1 and expected in lines[0], (args, result.stderr)
 
     assert cli(b, "models", "undeploy", MODEL).returncode == 0
-    wait_for(lambda: not serving(b), timeout=30, what="the replica unloaded")
-    (row,) = deployments(a)
-    assert row["deployed"] is False
+    wait_for(lambda: not deployments(a)[0]["deployed"], timeout=30, what="the undeploy on a")
+    time.sleep(2.0)
+    assert serving(b) == {"a"}  # pinned: --model replicas stay whatever placement says
 
 
 def test_pull_from_mesh_checks_sha256_and_resumes_after_the_fetcher_is_killed(
