@@ -42,6 +42,7 @@ log = get_logger(__name__)
 
 MODEL_PREFIX = "model:"
 GOSSIP_FANOUT = 3
+GOSSIP_BATCH = 256  # records per DeploymentSync frame (each at most MAX_DEPLOYMENT_BYTES)
 
 
 class ModelSide(Protocol):
@@ -197,9 +198,9 @@ class NodePlacement:
             await asyncio.sleep(self.gossip_s * random.uniform(0.8, 1.2))
             records = self.deployments.records()
             peers = self._live_peers()
-            if records and peers:
-                for peer in random.sample(peers, min(GOSSIP_FANOUT, len(peers))):
-                    self._send(peer, DeploymentSync(records=records))
+            for peer in random.sample(peers, min(GOSSIP_FANOUT, len(peers))):
+                for start in range(0, len(records), GOSSIP_BATCH):  # frames well below 4 MiB
+                    self._send(peer, DeploymentSync(records=records[start : start + GOSSIP_BATCH]))
 
     def queue_waits(self) -> dict[str, float]:
         """The mesh-wide queue wait of every ``--auto`` model, from the gossiped loads."""
