@@ -183,6 +183,7 @@ class NodePlacement:
     async def _fetch(self, model: str, holders: tuple[str, ...]) -> None:
         record = self.deployments.current().get(model)
         digest = record.manifest_sha256 if record is not None else ""
+        log.info("placement_fetching", model=model, holders=[h[:12] for h in holders])
         await self.side.fetch(model, [node_id_from_text(h) for h in holders], digest)
 
     async def run(self) -> None:

@@ -89,8 +89,10 @@ def serving(node: NodeProcess, model: str = MODEL) -> set[str]:
 class Traffic:
     """Embeddings asked through one node, back to back, in threads; every outcome kept."""
 
-    def __init__(self, entry: NodeProcess, threads: int = 1, pause_s: float = 0.05) -> None:
-        self.entry, self.pause_s = entry, pause_s
+    def __init__(
+        self, entry: NodeProcess, threads: int = 1, pause_s: float = 0.05, model: str = MODEL
+    ) -> None:
+        self.entry, self.pause_s, self.model = entry, pause_s, model
         self.served: list[float] = []
         self.failed: list[str] = []
         self._stop = threading.Event()
@@ -100,8 +102,12 @@ class Traffic:
         with connect_sync(self.entry.data_dir) as client:
             while not self._stop.is_set():
                 try:
-                    rows = client.embed(MODEL, ["the mesh keeps serving"], timeout=20)
-                    assert len(rows) == 1 and len(rows[0]) == 384
+                    if self.model == MODEL:
+                        rows = client.embed(MODEL, ["the mesh keeps serving"], timeout=20)
+                        assert len(rows) == 1 and len(rows[0]) == 384
+                    else:
+                        text = client.chat(self.model, "Say hi.", max_tokens=2, timeout=60)
+                        assert isinstance(text, str)
                     self.served.append(time.monotonic())
                 except Exception as error:  # kept, and the test fails on it
                     self.failed.append(f"{type(error).__name__}: {error}")
@@ -118,39 +124,50 @@ class Traffic:
             thread.join(30)
 
 
+@pytest.mark.parametrize(
+    ("model", "ram_mb", "more"),
+    [
+        # Memory for models: a 976 MiB, b 7200 MiB, c 2976 MiB (declared RAM less the reserve).
+        (MODEL, (2000, 8000, 4000), ""),
+        # One slot each, so smollm2's footprint (weights and the KV cache of one sequence of its
+        # full context) is about 880 MiB: a 1976 MiB, b 7976 MiB, c 3976 MiB.
+        (CHAT_MODEL, (3000, 9000, 5000), "model_slots = 1\n"),
+    ],
+    ids=["minilm", "smollm2"],
+)
 def test_deploy_copies_the_model_to_a_peer_and_a_killed_replica_is_restored_on_the_third(
-    mesh: LocalMesh, tmp_path: Path
+    mesh: LocalMesh, tmp_path: Path, model: str, ram_mb: tuple[int, int, int], more: str
 ) -> None:
-    # Memory for models: a 976 MiB, b 7200 MiB, c 2976 MiB (declared RAM less the reserve).
-    a = start(mesh, "a", 2000, holding(tmp_path / "store-a", MODEL))
-    b = start(mesh, "b", 8000, tmp_path / "store-b")
-    c = start(mesh, "c", 4000, tmp_path / "store-c")
+    ensure_models(ModelStore(store_root()), [model])
+    a = start(mesh, "a", ram_mb[0], holding(tmp_path / "store-a", model), more=more)
+    b = start(mesh, "b", ram_mb[1], tmp_path / "store-b", more=more)
+    c = start(mesh, "c", ram_mb[2], tmp_path / "store-c", more=more)
     mesh.wait_converged()
 
-    deployed = cli(c, "models", "deploy", MODEL, "--replicas", "2")
+    deployed = cli(c, "models", "deploy", model, "--replicas", "2")
     assert deployed.returncode == 0, deployed.stderr
     # a holds the files; b has the most memory, so b fetches them from a over the mesh.
-    wait_for(lambda: serving(c) == {"a", "b"}, timeout=90, what="replicas on a and b")
-    assert ModelStore(tmp_path / "store-b").verify(MODEL)  # every file's sha256
-    assert not (tmp_path / "store-c" / MODEL).exists()
+    wait_for(lambda: serving(c, model) == {"a", "b"}, timeout=180, what="replicas on a and b")
+    assert ModelStore(tmp_path / "store-b").verify(model)  # every file's sha256
+    assert not (tmp_path / "store-c" / model).exists()
     for node in (a, b, c):  # the record reached every node; each places the same
         (row,) = deployments(node)
         assert (row["replicas"], sorted(row["assigned"])) == (2, ["a", "b"])
 
-    with Traffic(c) as traffic:
-        wait_for(lambda: len(traffic.served) >= 5, timeout=30, what="requests served")
+    with Traffic(c, model=model) as traffic:
+        wait_for(lambda: len(traffic.served) >= 5, timeout=60, what="requests served")
         killed_at = time.monotonic()
         a.kill()  # kill -9 the only node that held the model at the start
-        wait_for(lambda: serving(c) == {"b", "c"}, timeout=90, what="the replica restored on c")
+        wait_for(lambda: serving(c, model) == {"b", "c"}, timeout=180, what="replica on c")
         restored_s = time.monotonic() - killed_at
         wait_for(
             lambda: len([t for t in traffic.served if t > killed_at + restored_s]) >= 5,
-            timeout=30,
+            timeout=60,
             what="requests after the repair",
         )
-    print(f"replica restored {restored_s:.1f} s after the kill")
+    print(f"{model}: replica restored {restored_s:.1f} s after the kill")
     assert not traffic.failed, traffic.failed[:3]
-    assert ModelStore(tmp_path / "store-c").verify(MODEL)  # copied from b's copy
+    assert ModelStore(tmp_path / "store-c").verify(model)  # copied from b's copy
     during = [t for t in traffic.served if killed_at < t < killed_at + restored_s]
     assert during, "no request was served while the replica was being restored"
     (row,) = deployments(c)
