@@ -23,6 +23,8 @@ from llmnode.errors import ConfigError
 from llmnode.log import get_logger
 from llmnode.nodes.control.server import KEYRING_FILE
 from llmnode.nodes.node import Node
+from llmnode.nodes.placement.autoscale import AutoscalePolicy
+from llmnode.nodes.placement.host import NodePlacement
 from llmnode.nodes.requests.service import Service
 from llmnode.schemas.config import NodeConfig
 
@@ -118,6 +120,43 @@ def build_model_services(config: NodeConfig) -> list[Service]:
     return services
 
 
+def build_placement(node: Node, config: NodeConfig) -> NodePlacement:
+    """The node's placement: deployments, the loop, and the model side (store, transfer, runtimes).
+    Models started with ``--model`` are pinned replicas: placement counts them and keeps them."""
+    from llmnode.agents.model_host import StoreModels  # noqa: PLC0415 - heavy imports
+    from llmnode.agents.models.store import ModelStore  # noqa: PLC0415
+    from llmnode.agents.models.transfer import ModelTransfer  # noqa: PLC0415
+
+    store = ModelStore(config.model_store or None)
+    rate = config.model_transfer_mb_s * 1e6
+    side = StoreModels(
+        store,
+        node.bus.send,
+        node.server.services,
+        node.state_changed,
+        slots=config.model_slots,
+        queue_limit=config.model_queue_limit,
+        transfer=ModelTransfer(store, node.bus.send, rate_bytes_per_s=rate),
+    )
+    auto = config.autoscale
+    policy = AutoscalePolicy(
+        add_wait_ms=auto.add_wait_ms,
+        add_window_s=auto.add_window_s,
+        remove_wait_ms=auto.remove_wait_ms,
+        quiet_s=auto.quiet_s,
+        cooldown_s=auto.cooldown_s,
+    )
+    return NodePlacement(
+        node.identity,
+        node.view,
+        node.bus.send,
+        side,
+        resources=lambda: node.resources_now,
+        pinned=config.models,
+        policy=policy,
+    )
+
+
 def load_agents(specs: list[str]) -> list[type[Agent]]:
     """The classes of ``--agent pkg.module:Class`` specs, checked before the node starts: a spec
     that names no module or class is a ConfigError with one readable line."""
@@ -160,6 +199,8 @@ async def run_node(config: NodeConfig, *, install_signals: bool = True) -> None:
         services=build_model_services(config),
         incarnation=next_incarnation(data_dir),
     )
+    node.placement = build_placement(node, config)
+    node.loops.append(node.placement.run)
     from llmnode.http.runtime import http_loops  # noqa: PLC0415
 
     node.loops += http_loops(node, config.http)

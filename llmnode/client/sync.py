@@ -137,6 +137,10 @@ class SyncMesh:
     embed = _call(Mesh.embed)
     status = _call(Mesh.status)
     peers = _call(Mesh.peers)
+    deploy = _call(Mesh.deploy)
+    undeploy = _call(Mesh.undeploy)
+    deployments = _call(Mesh.deployments)
+    pull_from_mesh = _call(Mesh.pull_from_mesh)
 
     def chat(
         self,

@@ -37,6 +37,7 @@ from llmnode.nodes.membership import Membership, MembershipConfig, Outbound
 from llmnode.nodes.mesh import reports, resources
 from llmnode.nodes.mesh.records import decode_state, sign_record, verify_record
 from llmnode.nodes.mesh.view import MeshView
+from llmnode.nodes.placement.host import NodePlacement
 from llmnode.nodes.requests.router import Router
 from llmnode.nodes.requests.server import RequestServer
 from llmnode.nodes.requests.service import Service
@@ -123,6 +124,7 @@ class Node:
         self.rejections: Counter[tuple[str, str]] = Counter()
         self.api_keys: list[str] = []  # HTTP API key hashes, gossiped in the state record
         self.loops: list[Callable[[], Coroutine[Any, Any, None]]] = []  # more, e.g. HTTP
+        self.placement: NodePlacement | None = None  # set by the composition root; run in loops
         self.metrics = instrument(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -269,7 +271,7 @@ class Node:
                 self.server.cancel(sender, message.id)
             elif isinstance(message, OneWay):
                 self.clients.deliver(sender, message)
-            else:
+            elif self.placement is None or not self.placement.handle(sender, message):
                 self._reject("unexpected_message", type(message).__name__)
         except MeshError as error:
             self._reject(getattr(error, "reason", error.code), str(error))
@@ -313,6 +315,7 @@ class Node:
         return infos + self.clients.subscription_infos()
 
     def state(self) -> NodeState:
+        placement = self.placement
         return NodeState(
             node_id=self.node_text,
             name=self.name,
@@ -323,6 +326,9 @@ class Node:
             services=self.services_info(),
             requests_served=self.server.counters["served"],
             api_keys=self.api_keys,
+            models_stored=sorted(placement.side.stored()) if placement else [],
+            models_pinned=sorted(placement.pinned) if placement else [],
+            model_memory_mb=placement.memory_mb() if placement else 0,
         )
 
     def _publish_state(self) -> None:

@@ -95,6 +95,8 @@ def peers_report(node: Node) -> list[dict[str, object]]:
                     }
                     for info in (record.services if record else [])
                 },
+                "models_stored": record.models_stored if record else [],
+                "model_memory_mb": record.model_memory_mb if record else 0,
                 "last_heard_s": 0.0
                 if own
                 else round(max(0.0, now - member.last_heard), 2)
