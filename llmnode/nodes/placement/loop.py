@@ -56,11 +56,16 @@ class PlacementLoop:
         policy: AutoscalePolicy | None = None,
         interval_s: float = 1.0,
         retry_s: float = 10.0,
+        settle_s: float = 2.0,
         clock: Callable[[], float],
     ) -> None:
         self.me, self.identity, self.deployments, self.hooks = me, identity, deployments, hooks
         self.footprints, self.policy = footprints, policy or AutoscalePolicy()
         self.interval_s, self.retry_s, self.clock = interval_s, retry_s, clock
+        # A fetch starts only once this node has been given the model for ``settle_s``: while
+        # records spread, nodes can briefly disagree, and a copy is the costly action.
+        self.settle_s = settle_s
+        self._fetch_wanted_since: dict[str, float] = {}
         self.assignment = Assignment()
         self._placed_for: tuple[tuple[NodeCapacity, ...], tuple[Demand, ...]] = ((), ())
         self._work: dict[str, asyncio.Task[None]] = {}
@@ -111,8 +116,10 @@ class PlacementLoop:
                 await self.hooks.unload(model)
                 log.info("placement_unloaded", model=model)
         now = self.clock()
+        since = {m: self._fetch_wanted_since.get(m, now) for m in actions.fetch}
+        self._fetch_wanted_since = since
         for model, holders in actions.fetch.items():
-            if holders:
+            if holders and now - since[model] >= self.settle_s:
                 self._start(model, now, self.hooks.fetch(model, holders))
         for model in actions.load:
             self._start(model, now, self.hooks.load(model))
