@@ -103,6 +103,7 @@ class StoreModels:
     # -- transfer ----------------------------------------------------------------------------
 
     async def fetch(self, model: str, holders: Sequence[bytes], manifest_sha256: str) -> None:
+        self._footprints.pop(model, None)
         await self.transfer.pull(model, holders, manifest_sha256=manifest_sha256)
         self.changed()  # the record says we hold it now
 

@@ -214,9 +214,12 @@ class NodePlacement:
     async def _autoscale(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            waits = self.queue_waits()
-            if waits:
-                self.loop.autoscale(waits)
+            try:
+                waits = self.queue_waits()
+                if waits:
+                    self.loop.autoscale(waits)
+            except Exception as error:  # a bug here must not stop the node
+                log.exception("placement_autoscale_failed", error=repr(error))
 
     # -- control commands ------------------------------------------------------------------
 

@@ -80,7 +80,10 @@ class PlacementLoop:
     async def run(self) -> None:
         try:
             while True:
-                await self.step()
+                try:
+                    await self.step()
+                except Exception as error:  # a bug in one round must not stop the node
+                    log.exception("placement_step_failed", error=f"{type(error).__name__}: {error}")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.interval_s)
                 self._wake.clear()
@@ -137,9 +140,13 @@ class PlacementLoop:
     async def _guard(self, model: str, work: Awaitable[None]) -> None:
         try:
             await work
-        except MeshError as error:
+        except Exception as error:  # MeshError expected; anything else logged, retried later
             self._failed_at[model] = self.clock()
-            log.warning("placement_action_failed", model=model, error=str(error))
+            log.warning(
+                "placement_action_failed",
+                model=model,
+                error=str(error) if isinstance(error, MeshError) else repr(error),
+            )
         finally:
             self._work.pop(model, None)
             self.nudge()
