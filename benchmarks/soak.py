@@ -13,7 +13,9 @@ indistinguishable from zero. The baseline is the same fit over the warm-up sampl
 line: ``rss_slope_kb_per_h``, ``fd_slope_per_h`` (the node with the largest magnitude), their
 bounds, ``*_flat`` verdicts, requests completed and failed.
 
-Usage: ``python benchmarks/soak.py [--minutes 60] [--interval 10] [--warmup 5]``.
+Usage: ``python benchmarks/soak.py [--minutes 60] [--interval 10] [--warmup 5] [--rate 0]
+[--samples FILE]``; ``--rate`` paces each loop (requests per second) for a low, steady load on a
+shared machine, ``--samples`` keeps the series.
 """
 
 from __future__ import annotations
@@ -64,8 +66,13 @@ def fit(times_h: list[float], values: list[float]) -> tuple[float, float]:
     return slope, 2 * math.sqrt(residual / (n - 2) / sxx)
 
 
-async def load(entry: NodeProcess, stop: asyncio.Event, counts: dict[str, int]) -> None:
+async def load(
+    entry: NodeProcess, stop: asyncio.Event, counts: dict[str, int], rate: float
+) -> None:
+    """One loop of embeds; ``rate`` > 0 paces it to that many requests per second."""
+    period = 1.0 / rate if rate > 0 else 0.0
     async with connect(entry.data_dir, name="soak") as mesh:
+        next_at = time.monotonic()
         while not stop.is_set():
             try:
                 await mesh.embed(MODEL, "the mesh keeps running", timeout=30)
@@ -74,9 +81,22 @@ async def load(entry: NodeProcess, stop: asyncio.Event, counts: dict[str, int]) 
                 counts[f"failed_{type(error).__name__}"] = (
                     counts.get(f"failed_{type(error).__name__}", 0) + 1
                 )
+            next_at += period
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                next_at = time.monotonic()  # behind: do not burst to catch up
 
 
-async def soak(minutes: float, interval: float, warmup: float, concurrency: int) -> dict[str, Any]:
+async def soak(
+    minutes: float,
+    interval: float,
+    warmup: float,
+    concurrency: int,
+    rate: float = 0.0,
+    samples_out: Path | None = None,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as root:
         mesh = LocalMesh(Path(root))
         try:
@@ -91,7 +111,9 @@ async def soak(minutes: float, interval: float, warmup: float, concurrency: int)
             nodes = [entry, *servers]
             counts: dict[str, int] = {"completed": 0}
             stop = asyncio.Event()
-            loaders = [asyncio.create_task(load(entry, stop, counts)) for _ in range(concurrency)]
+            loaders = [
+                asyncio.create_task(load(entry, stop, counts, rate)) for _ in range(concurrency)
+            ]
             samples: list[dict[str, Any]] = []
             start = time.monotonic()
             while time.monotonic() - start < minutes * 60:
@@ -101,6 +123,9 @@ async def soak(minutes: float, interval: float, warmup: float, concurrency: int)
                     row[node.name] = proc_sample(node.process.pid)
                 row["peers"] = len(await asyncio.to_thread(entry.peers))
                 samples.append(row)
+                if samples_out is not None:
+                    with samples_out.open("a") as out:
+                        out.write(json.dumps(row) + "\n")
                 await asyncio.sleep(interval)
             stop.set()
             await asyncio.gather(*loaders)
@@ -120,7 +145,13 @@ def summarize(
 ) -> dict[str, Any]:
     steady = [s for s in samples if s["t_h"] >= warmup_h]
     early = [s for s in samples if s["t_h"] < warmup_h]
-    result: dict[str, Any] = {"minutes": minutes, "samples": len(samples), **counts}
+    elapsed = samples[-1]["t_h"] * 60 if samples else 0.0
+    result: dict[str, Any] = {
+        "minutes": minutes,
+        "minutes_sampled": round(elapsed, 2),
+        "samples": len(samples),
+        **counts,
+    }
     for metric, key in (("rss_kb", "rss_slope_kb_per_h"), ("fds", "fd_slope_per_h"),
                         ("threads", "thread_slope_per_h")):  # fmt: skip
         fits = {
@@ -150,9 +181,20 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=5.0, help="minutes left out of the fit")
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="requests/s per loop (0: as fast as served)"
+    )
+    parser.add_argument("--samples", type=Path, help="append every sample here (JSON lines)")
     arguments = parser.parse_args()
     result = asyncio.run(
-        soak(arguments.minutes, arguments.interval, arguments.warmup, arguments.concurrency)
+        soak(
+            arguments.minutes,
+            arguments.interval,
+            arguments.warmup,
+            arguments.concurrency,
+            arguments.rate,
+            arguments.samples,
+        )
     )
     print(json.dumps(result))
 
