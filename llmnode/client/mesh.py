@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 import msgspec
 
 from llmnode.client.connection import ControlClient
-from llmnode.client.envelope import convert_body, decode_envelope, encode_envelope
+from llmnode.client.envelope import SEND_METHOD, convert_body, decode_envelope, encode_envelope
 from llmnode.client.inputs import (
     ChatInput,
     chat_messages,
@@ -35,7 +35,7 @@ from llmnode.client.inputs import (
     generate_request,
     model_service,
 )
-from llmnode.schemas.control import CtlPeers, CtlPublish, CtlRequest, CtlSend, CtlStatus
+from llmnode.schemas.control import CtlPeers, CtlPublish, CtlRequest, CtlStatus
 from llmnode.schemas.inference import EmbedRequest, EmbedResult, GenerateResult, TokenChunk
 
 if TYPE_CHECKING:
@@ -156,14 +156,25 @@ class Mesh:
                 _tag, body = decode_envelope(chunk)
                 yield convert_body(body, item_type)
 
-    async def send(self, to: str, message: Any, *, caller: str | None = None) -> None:
-        """One-way message to agent ``to``; returns once the mesh has it."""
+    async def send(
+        self,
+        to: str,
+        message: Any,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        caller: str | None = None,
+    ) -> None:
+        """One-way message to agent ``to``: returns once one of its handlers has taken it (the
+        handler then runs on; its result is dropped). An agent with no handler for the message's
+        type raises AgentError, as a request would, instead of dropping it unseen."""
         await self.client.call(
-            CtlSend(
-                id=self.client.next_id(),
-                service=to,
-                payload=encode_envelope(message),
-                caller=self._caller(caller),
+            self._request(
+                to,
+                SEND_METHOD,
+                encode_envelope(message),
+                timeout=timeout,
+                caller=caller,
+                idempotent=False,  # taken at most once
             )
         )
 

@@ -158,6 +158,7 @@ class Router:
         """Route one request; returns the final result bytes or raises a typed MeshError."""
         deadline = self._clock() + timeout
         self.counters["requests"] += 1
+        node_name = service.partition("@")[2]
         try:
             service, only = self._target(service)
         except UnknownAgent:
@@ -188,11 +189,12 @@ class Router:
                 candidates = self._candidates(service, only)
                 if not candidates:
                     if (
-                        not self._view.advertised_anywhere(service)
+                        not self._view.advertised_anywhere(service, only)
                         and attempts == 0
                         and (timeout - remaining > min(2.0, timeout / 2))
                     ):
-                        raise UnknownAgent(f"no agent or model named {service!r} in the mesh")
+                        where = "in the mesh" if only is None else f"on node {node_name!r}"
+                        raise UnknownAgent(f"no agent or model named {service!r} {where}")
                     await asyncio.sleep(min(0.05, remaining))
                     continue
                 attempts += 1
