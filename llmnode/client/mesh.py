@@ -157,24 +157,14 @@ class Mesh:
                 yield convert_body(body, item_type)
 
     async def send(
-        self,
-        to: str,
-        message: Any,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        caller: str | None = None,
+        self, to: str, message: Any, *, timeout: float = DEFAULT_TIMEOUT, caller: str | None = None
     ) -> None:
-        """One-way message to agent ``to``: returns once one of its handlers has taken it (the
-        handler then runs on; its result is dropped). An agent with no handler for the message's
-        type raises AgentError, as a request would, instead of dropping it unseen."""
+        """One-way message to agent ``to``: returns once one of its handlers has taken it (taken
+        at most once; the handler runs on, its result dropped). No handler for it: AgentError."""
+        payload = encode_envelope(message)
         await self.client.call(
             self._request(
-                to,
-                SEND_METHOD,
-                encode_envelope(message),
-                timeout=timeout,
-                caller=caller,
-                idempotent=False,  # taken at most once
+                to, SEND_METHOD, payload, timeout=timeout, caller=caller, idempotent=False
             )
         )
 
