@@ -243,7 +243,7 @@ class Router:
                     kind: ErrorKind = "timeout" if failure.reason in _TIMEOUTS else "failed"
                     last_error = failed_error(service, failure, idempotent)
                     await self._back_off(
-                        kind, attempts, deadline, last_error, idempotent, failure.accepted
+                        kind, attempts, deadline, last_error, idempotent, failure.may_have_run
                     )
                     self.counters["retried"] += 1
                     if resumable and delivered.token_ids:
