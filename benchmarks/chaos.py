@@ -23,7 +23,8 @@ Each agent request carries a unique id that the ``Ledger`` appends to a file; an
 twice is a duplicated non-idempotent request. A request is ``lost`` if it neither completed nor
 failed with a typed :class:`MeshError` within its deadline plus 5 s. Latency p99 is split by
 whether the request started in a calm window or within a fault (from the fault until the entry
-node again sees every node alive). ``recovery_s`` per fault is that time. Prints one JSON
+node again sees every node alive). ``recovery_s`` per fault is the time from the end of the fault
+(the node restarted, resumed or healed, the rotation done) until that full view. Prints one JSON
 object as its last line: ``sent``, ``completed``, ``failed`` (by error), ``lost``,
 ``duplicated``, ``p99_calm_ms``, ``p99_faults_ms``, ``recovery_s_max``.
 
@@ -217,8 +218,9 @@ async def chaos(minutes: float, every: float, concurrency: int, use_netns: bool)
                     index += 1
                     began = time.monotonic()
                     await fault(kind, node, mesh, cluster)
+                    ended = time.monotonic()  # restarted, resumed, healed or rotated
                     await asyncio.to_thread(wait_recovered, entry, names, kind)
-                    recoveries.append(time.monotonic() - began)
+                    recoveries.append(time.monotonic() - ended)
                     recorder.faults.append((began, time.monotonic()))
                     recorder.kinds.append(f"{kind}:{node.name}")
                 stop.set()
