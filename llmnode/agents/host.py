@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from llmnode.agents.agent import Agent, Context, HandlerSpec
-from llmnode.client.envelope import SEND_METHOD, convert_body, decode_envelope, encode_envelope
+from llmnode.client.envelope import convert_body, decode_envelope, encode_envelope
 from llmnode.errors import (
     ConfigError,
     DeadlineExceeded,
@@ -53,6 +53,7 @@ from llmnode.schemas.control import (
     CtlStatus,
     CtlUnregister,
 )
+from llmnode.schemas.requests import SEND_METHOD
 
 if TYPE_CHECKING:
     from llmnode.client.connection import ControlClient
@@ -303,10 +304,8 @@ class AgentHost:
             hosted.calls.pop(call.call_id, None)
             return
         sending = call.method == SEND_METHOD  # one-way: no deadline, as a CtlDelivery has none
-        until = None if sending else call.deadline
-        context = hosted.context.for_call(
-            caller=call.caller, caller_node=call.caller_node, deadline=until
-        )
+        until, by = None if sending else call.deadline, call.caller_node
+        context = hosted.context.for_call(caller=call.caller, caller_node=by, deadline=until)
         if sending:  # taken: answer now and let the handler run on
             hosted.calls.pop(call.call_id, None)
             self._spawn(self._run_dropping(hosted, spec, message, context), "agent_delivery")

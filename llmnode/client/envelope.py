@@ -12,8 +12,6 @@ import msgspec
 
 from llmnode.errors import ProtocolError
 
-SEND_METHOD = "send"  # an agent request that is answered once a handler has taken the message
-
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder()
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 import msgspec
 
 from llmnode.client.connection import ControlClient
-from llmnode.client.envelope import SEND_METHOD, convert_body, decode_envelope, encode_envelope
+from llmnode.client.envelope import convert_body, decode_envelope, encode_envelope
 from llmnode.client.inputs import (
     ChatInput,
     chat_messages,
@@ -37,6 +37,7 @@ from llmnode.client.inputs import (
 )
 from llmnode.schemas.control import CtlPeers, CtlPublish, CtlRequest, CtlStatus
 from llmnode.schemas.inference import EmbedRequest, EmbedResult, GenerateResult, TokenChunk
+from llmnode.schemas.requests import SEND_METHOD
 
 if TYPE_CHECKING:
     from llmnode.agents.agent import Agent

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from llmnode.agents.agent import Agent, handler
+from llmnode.agents.agent import Agent, Context, handler
 
 
 class Note(msgspec.Struct):
@@ -20,10 +20,16 @@ class Count(msgspec.Struct):
     pass
 
 
+class Relay(msgspec.Struct):
+    text: str
+
+
 class Notes(Agent):
-    """Takes ``Note`` messages (requests or one-way) and answers ``Count`` with how many it has."""
+    """Takes ``Note`` messages (requests or one-way), answers ``Count`` with the notes it has, and
+    ``Relay`` by sending itself a Note from inside the handler."""
 
     name = "notes"
+    slots = 1  # one handler at a time: a send to itself must not wait behind the sender
     taken: ClassVar[list[str]] = []
 
     @handler
@@ -33,3 +39,8 @@ class Notes(Agent):
     @handler
     async def count(self, message: Count) -> dict[str, Any]:
         return {"notes": list(Notes.taken)}
+
+    @handler
+    async def relay(self, message: Relay, ctx: Context) -> dict[str, Any]:
+        await ctx.send("notes", Note(text=message.text))
+        return {"relayed": message.text}

@@ -64,6 +64,26 @@ def test_a_message_no_handler_takes_is_an_error_and_one_it_takes_is_delivered(
     assert '"kept"' in count.stdout
 
 
+def test_a_handler_sends_to_its_own_agent_while_it_holds_the_only_slot(
+    mesh: LocalMesh,
+) -> None:
+    node = mesh.add("solo", NOTES)
+    wait_for(lambda: "notes" in node.run_cli("status").stdout, timeout=60, what="the agent")
+    started = time.monotonic()
+    relayed = node.run_cli("request", "notes", '{"type": "Relay", "text": "looped"}')
+    assert relayed.returncode == 0, relayed.stderr
+    assert time.monotonic() - started < 15  # not the 30 s send timeout
+    count = wait_for(
+        lambda: (
+            '"looped"' in (out := node.run_cli("request", "notes", '{"type": "Count"}').stdout)
+            and out
+        ),
+        timeout=10,
+        what="the relayed note",
+    )
+    assert '"looped"' in count
+
+
 def test_name_at_node_fails_at_once_when_that_node_lacks_the_agent(mesh: LocalMesh) -> None:
     mesh.add("hosting", NOTES)
     bare = mesh.add("bare")
