@@ -11,7 +11,9 @@ slope per hour with its bound (2 standard errors): a slope whose magnitude is un
 indistinguishable from zero. The baseline is the same fit over the warm-up samples
 (``warmup_rss_slope_kb_per_h``), where growth is expected. Prints one JSON object as its last
 line: ``rss_slope_kb_per_h``, ``fd_slope_per_h`` (the node with the largest magnitude), their
-bounds, ``*_flat`` verdicts, requests completed and failed.
+bounds, ``*_flat`` verdicts, ``rss_slope_late_kb_per_h`` (the same fit over the later half of the
+steady window: a leak keeps its slope there, a heap still settling flattens), requests completed
+and failed.
 
 Usage: ``python benchmarks/soak.py [--minutes 60] [--interval 10] [--warmup 5] [--rate 0]
 [--samples FILE]``; ``--rate`` paces each loop (requests per second) for a low, steady load on a
@@ -164,6 +166,16 @@ def summarize(
         result[key.replace("slope", "bound")] = round(bound, 2)
         result[key.replace("_per_h", "_flat").replace("_kb", "")] = abs(slope) <= bound
         result[f"{key}_node"] = worst
+    # The later half of the steady window alone: a leak keeps its slope, a heap settling after
+    # warm-up flattens (the fit over the whole window mixes the two).
+    late = steady[len(steady) // 2 :]
+    late_fits = {
+        name: fit([s["t_h"] for s in late], [s[name]["rss_kb"] for s in late]) for name in names
+    }
+    late_worst = max(names, key=lambda name: abs(late_fits[name][0]))
+    result["rss_slope_late_kb_per_h"] = round(late_fits[late_worst][0], 2)
+    result["rss_bound_late_kb_per_h"] = round(late_fits[late_worst][1], 2)
+    result["rss_slope_late_kb_per_h_node"] = late_worst
     warmup: list[float] = [
         fit([s["t_h"] for s in early], [s[n]["rss_kb"] for s in early])[0] for n in names
     ]
