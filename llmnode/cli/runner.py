@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmnode.bus.identity import Identity
+from llmnode.bus.identity import Identity, write_secret_file
 from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.transport import Transport
 from llmnode.bus.zmq_transport import ZmqTransport
@@ -37,10 +38,17 @@ log = get_logger(__name__)
 IDENTITY_FILE = "identity.key"
 GIL_SWITCH_INTERVAL_S = 0.0005
 INCARNATION_FILE = "incarnation"
+DATA_DIR_MODE = 0o700
 
 
 def ensure_data_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """The data dir, created or (if others could read it) narrowed to mode 0700: it holds keys."""
+    path.mkdir(parents=True, exist_ok=True, mode=DATA_DIR_MODE)
+    try:
+        if stat.S_IMODE(path.stat().st_mode) & ~DATA_DIR_MODE:
+            path.chmod(DATA_DIR_MODE)
+    except OSError as error:
+        raise ConfigError(f"cannot make {path} private: {error.strerror or error}") from error
     return path
 
 
@@ -89,7 +97,7 @@ def next_incarnation(data_dir: Path) -> int:
     except (FileNotFoundError, ValueError):
         previous = -1
     current = previous + 1
-    path.write_text(str(current))
+    write_secret_file(path, str(current))  # 0600 like every file here, and atomic
     return current
 
 

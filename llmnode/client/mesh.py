@@ -36,8 +36,9 @@ from llmnode.client.inputs import (
     generate_request,
     model_service,
 )
-from llmnode.schemas.control import CtlPublish, CtlRequest, CtlSend
+from llmnode.schemas.control import CtlPublish, CtlRequest
 from llmnode.schemas.inference import EmbedRequest, EmbedResult, GenerateResult, TokenChunk
+from llmnode.schemas.requests import SEND_METHOD
 
 if TYPE_CHECKING:
     from llmnode.agents.agent import Agent
@@ -156,14 +157,15 @@ class Mesh(NodeAdmin):
                 _tag, body = decode_envelope(chunk)
                 yield convert_body(body, item_type)
 
-    async def send(self, to: str, message: Any, *, caller: str | None = None) -> None:
-        """One-way message to agent ``to``; returns once the mesh has it."""
+    async def send(
+        self, to: str, message: Any, *, timeout: float = DEFAULT_TIMEOUT, caller: str | None = None
+    ) -> None:
+        """One-way message to agent ``to``: returns once one of its handlers has taken it (taken
+        at most once; the handler runs on, its result dropped). No handler for it: AgentError."""
+        payload = encode_envelope(message)
         await self.client.call(
-            CtlSend(
-                id=self.client.next_id(),
-                service=to,
-                payload=encode_envelope(message),
-                caller=self._caller(caller),
+            self._request(
+                to, SEND_METHOD, payload, timeout=timeout, caller=caller, idempotent=False
             )
         )
 

@@ -156,6 +156,7 @@ class Router:
         ``on_served`` is told the node that answered (for a resumed stream, the last one)."""
         deadline = self._clock() + timeout
         self.counters["requests"] += 1
+        node_name = service.partition("@")[2]
         try:
             service, only = self._target(service)
         except UnknownAgent:
@@ -186,11 +187,12 @@ class Router:
                 candidates = self._candidates(service, only)
                 if not candidates:
                     if (
-                        not self._view.advertised_anywhere(service)
+                        not self._view.advertised_anywhere(service, only)
                         and attempts == 0
                         and (timeout - remaining > min(2.0, timeout / 2))
                     ):
-                        raise UnknownAgent(f"no agent or model named {service!r} in the mesh")
+                        where = "in the mesh" if only is None else f"on node {node_name!r}"
+                        raise UnknownAgent(f"no agent or model named {service!r} {where}")
                     await asyncio.sleep(min(0.05, remaining))
                     continue
                 attempts += 1
@@ -239,7 +241,7 @@ class Router:
                     kind: ErrorKind = "timeout" if failure.reason in _TIMEOUTS else "failed"
                     last_error = failed_error(service, failure, idempotent)
                     await self._back_off(
-                        kind, attempts, deadline, last_error, idempotent, failure.accepted
+                        kind, attempts, deadline, last_error, idempotent, failure.may_have_run
                     )
                     self.counters["retried"] += 1
                     if resumable and delivered.token_ids:

@@ -29,7 +29,15 @@ from llmnode.log import get_logger
 from llmnode.nodes.requests.scheduler import is_full
 from llmnode.nodes.requests.service import Emit, Service, ServiceCall
 from llmnode.schemas.base import WireMessage
-from llmnode.schemas.requests import Accept, Chunk, ErrorReply, Refuse, Request, Result
+from llmnode.schemas.requests import (
+    SEND_METHOD,
+    Accept,
+    Chunk,
+    ErrorReply,
+    Refuse,
+    Request,
+    Result,
+)
 from llmnode.schemas.state import ServiceLoad
 
 log = get_logger(__name__)
@@ -74,8 +82,9 @@ class RequestServer:
         if self.active[name] <= 0:
             del self.active[name]
 
-    def admit(self, service_name: str, caller_node: str) -> Service:
-        """The service, if this request may start now; raises the typed refusal otherwise."""
+    def admit(self, service_name: str, caller_node: str, method: str = "") -> Service:
+        """The service, if this request may start now; raises the typed refusal otherwise. A
+        ``send`` is never Busy: it takes no slot (the agent host queues the handler itself)."""
         service = self.services.get(service_name)
         if service is None:
             raise UnknownAgent(f"no service {service_name!r} on this node")
@@ -85,7 +94,7 @@ class RequestServer:
             raise AccessDenied(f"node {caller_node[:12]} may not call {service_name!r}")
         load = info.load
         active = max(self.active[service_name], load.queue_depth + load.in_flight)
-        if is_full(active, load.slots, load.queue_limit):
+        if method != SEND_METHOD and is_full(active, load.slots, load.queue_limit):
             self.counters["busy"] += 1
             raise Busy(f"{service_name!r} is busy ({active - load.slots} queued)")
         return service
@@ -98,7 +107,7 @@ class RequestServer:
         try:
             if request.deadline <= time.time():
                 raise DeadlineExceeded("deadline passed before the request arrived")
-            service = self.admit(request.service, caller_text)
+            service = self.admit(request.service, caller_text, request.method)
         except MeshError as error:
             code, text, remote_type, reason = error_fields(error)
             reply(
@@ -131,6 +140,8 @@ class RequestServer:
     async def call_in_slot(self, service: Service, call: ServiceCall, emit: Emit) -> bytes:
         """Run ``call`` once one of the service's slots is free: at most ``slots`` requests of a
         service run at once on a node; the others wait here, counted as its queue."""
+        if call.method == SEND_METHOD:  # answered once taken; a handler busy here must not
+            return await service.call(call, emit)  # wait behind its own sends
         slots = self._slots.get(call.service)
         if slots is None:
             slots = self._slots[call.service] = asyncio.Semaphore(max(1, service.info().load.slots))
