@@ -91,20 +91,27 @@ class SyncMesh:
         settle before re-raising, so what runs next (closing a stream, the mesh) never races a
         call still running there."""
         settled = threading.Event()
+        started: list[asyncio.Future[T]] = []
 
-        async def start() -> asyncio.Future[T]:
+        def start() -> None:  # on the loop; callbacks run in order, so before cancel() below
             task = asyncio.ensure_future(awaitable)
             task.add_done_callback(lambda _: settled.set())
-            return task
+            started.append(task)
 
-        task = asyncio.run_coroutine_threadsafe(start(), self._loop).result()
+        def cancel() -> None:
+            for task in started:
+                task.cancel()
+
+        # Scheduled, not awaited: an interrupt can come at any point from here on, and the
+        # except below must then cancel whatever was started.
+        self._loop.call_soon_threadsafe(start)
         try:
             settled.wait()
         except BaseException:
-            self._loop.call_soon_threadsafe(task.cancel)
+            self._loop.call_soon_threadsafe(cancel)
             settled.wait(timeout=SETTLE_TIMEOUT)
             raise
-        return task.result()
+        return started[0].result()
 
     def iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
         """The items of ``iterator`` (on this mesh's loop), as a plain iterator."""

@@ -43,7 +43,7 @@ def test_ctrl_c_during_a_streamed_chat_is_one_line_and_status_130(
     assert chat.stdout.read(1)  # the answer has begun streaming
     chat.send_signal(signal.SIGINT)
     _, stderr = chat.communicate(timeout=30)
-    assert chat.returncode == 130
+    assert chat.returncode == 130, stderr.decode()[-2000:]
     assert stderr.decode().strip().splitlines() == ["interrupted"]
 
 
