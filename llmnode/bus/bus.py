@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -100,6 +101,9 @@ class Bus:
             "hellos_received": 0,
             "hello_acks_received": 0,
         }
+        #: Frames and their bytes, by (direction, message type): "sent" or "received".
+        self.traffic_frames: Counter[tuple[str, str]] = Counter()
+        self.traffic_bytes: Counter[tuple[str, str]] = Counter()
         self._rejection_log = RateLimitedLogger(_log)
 
     # -- properties -------------------------------------------------------------------------
@@ -220,6 +224,9 @@ class Bus:
             return False
         if self._transport.send(address, frame):
             self._stats["sent"] += 1
+            key = ("sent", type(message).__name__)
+            self.traffic_frames[key] += 1
+            self.traffic_bytes[key] += len(frame)
             return True
         self._stats["send_failed"] += 1
         return False
@@ -325,6 +332,9 @@ class Bus:
             self._reject(Rejected("invalid_message", "a Hello must travel in a hello frame"))
             return None
         self._stats["received"] += 1
+        key = ("received", type(message).__name__)
+        self.traffic_frames[key] += 1
+        self.traffic_bytes[key] += len(frame)
         return Inbound(opened.sender, message, now)
 
     def _reject(self, rejection: Rejected) -> None:

@@ -123,6 +123,8 @@ class Node:
         self.rejections: Counter[tuple[str, str]] = Counter()
         self.api_keys: list[str] = []  # HTTP API key hashes, gossiped in the state record
         self.loops: list[Callable[[], Coroutine[Any, Any, None]]] = []  # more, e.g. HTTP
+        self.http_address = ""  # HOST:PORT of this node's HTTP server, advertised once bound
+        self.observe_probe_rtt: Callable[[float], None] | None = None  # set by ``instrument``
         self.metrics = instrument(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -140,6 +142,7 @@ class Node:
             incarnation=self._incarnation,
             verify_record=verify_record,
         )
+        self.membership.on_probe_rtt = self.observe_probe_rtt
         self.view.members = self.membership
         self._publish_state()
         log.info(
@@ -323,6 +326,7 @@ class Node:
             services=self.services_info(),
             requests_served=self.server.counters["served"],
             api_keys=self.api_keys,
+            http=self.http_address,
         )
 
     def _publish_state(self) -> None:

@@ -59,3 +59,4 @@ class NodeState(msgspec.Struct, frozen=True, kw_only=True):
     services: list[ServiceInfo] = []
     requests_served: int = 0
     api_keys: list[str] = []  # sha256 (hex) of the HTTP API keys created on this node
+    http: str = ""  # HOST:PORT of its HTTP server (API, /metrics, dashboard); "": none

@@ -33,12 +33,7 @@ from llmnode.log import get_logger
 from llmnode.nodes.mesh.view import MeshView
 from llmnode.nodes.requests.candidates import candidates as find_candidates
 from llmnode.nodes.requests.hedging import race
-from llmnode.nodes.requests.outcomes import (
-    AttemptFailed,
-    at_deadline,
-    failed_error,
-    typed_error,
-)
+from llmnode.nodes.requests.outcomes import AttemptFailed, at_deadline, failed_error, typed_error
 from llmnode.nodes.requests.retry import ErrorKind, RetryPolicy
 from llmnode.nodes.requests.scheduler import Candidate, Choice, InFlightLedger, choose
 from llmnode.nodes.requests.server import RequestServer
@@ -300,7 +295,15 @@ class Router:
         if delay_ms is None:
             return await self._attempt(choice.node, request, deliver)
 
+        hedged = False  # a copy went out: whichever answers first is counted won or lost
+
+        async def counted(attempt: Coroutine[Any, Any, bytes], event: str) -> bytes:
+            result = await attempt
+            self.counters[event] += hedged  # 1 when a copy went out, else 0
+            return result
+
         def second() -> Coroutine[Any, Any, bytes] | None:
+            nonlocal hedged
             try:
                 other = choose(
                     candidates, self.ledger, self._clock(), self.rng,
@@ -309,10 +312,11 @@ class Router:
             except NoCapacity:
                 return None
             self.counters["hedged"] += 1
+            hedged = True
             copy = msgspec.structs.replace(request, id=os.urandom(16))
-            return self._attempt(other.node, copy, deliver)
+            return counted(self._attempt(other.node, copy, deliver), "hedge_won")
 
-        first = self._attempt(choice.node, request, deliver)
+        first = counted(self._attempt(choice.node, request, deliver), "hedge_lost")
         return await race(first, delay_ms / 1000.0, second)
 
     async def _attempt(self, node: bytes, request: Request, deliver: OnChunk) -> bytes:
