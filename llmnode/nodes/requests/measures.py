@@ -92,17 +92,19 @@ class ModelRequest:
         self._last = 0.0
 
     def token(self, count: int) -> None:
-        """``count`` tokens arrived together (a chunk); the gap is shared among them."""
+        """``count`` tokens arrived together (a chunk): the first of a request is its time to
+        first token; each later one is a gap, the chunk's wait shared among its tokens."""
         if count <= 0:
             return
         now = time.perf_counter()
-        measures = self._measures
+        measures, gap = self._measures, 0.0
         if not self._first:
             self._first = now
             measures.ttft.labels(self._model).observe(now - self._started)
-            count -= 1
-        elif count:
+            count -= 1  # the rest of the first chunk came with it: gaps of zero
+        else:
             gap = (now - self._last) / count
+        if count:
             inter = measures.inter_token.labels(self._model)
             for _ in range(count):
                 inter.observe(gap)
