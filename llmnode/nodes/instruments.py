@@ -83,7 +83,8 @@ def _mesh(node: Node, metrics: Metrics) -> None:
         "probe_rtt_seconds", "Round-trip time of direct membership probes (Ping to Ack).",
         (), _PROBE_RTT_S,
     )  # fmt: skip
-    node.observe_probe_rtt = rtt.observe
+    if node.config.metrics:
+        node.observe_probe_rtt = rtt.observe
     metrics.counter(
         "gossip_messages", "Membership messages (probes, acks, gossip) through the bus.",
         lambda: _gossip(node.bus.traffic_frames), labels=("direction",),
@@ -128,6 +129,8 @@ def _services(node: Node, metrics: Metrics) -> None:
         lambda: _loads(node, "slots"), labels=("service",),
     )  # fmt: skip
     measures = RequestMeasures(metrics)
+    if not node.config.metrics:  # the families stay, empty: only their cost is measured
+        return
     node.server.measures = measures
     for service in node.server.services.values():
         if isinstance(service, Measured):
