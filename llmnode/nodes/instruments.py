@@ -46,22 +46,19 @@ _PROBE_RTT_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 _MB = 1024 * 1024
 
 
-def _gossip(traffic: Counter[tuple[str, str]]) -> dict[str, int]:
-    """Membership (SWIM and gossip) traffic out of the bus's per-type counts, by direction."""
+def _gossip(node: Node, field: int) -> dict[str, int]:
+    """Membership (SWIM and gossip) frames (``field`` 0) or bytes (1) out of the bus's counts
+    per message type, by direction."""
     totals: Counter[str] = Counter({"sent": 0, "received": 0})
-    for (direction, kind), number in traffic.items():
+    for (direction, kind), counts in node.bus.traffic().items():
         if kind in _GOSSIP:
-            totals[direction] += number
+            totals[direction] += counts[field]
     return dict(totals)
 
 
 def _loads(node: Node, field: str) -> dict[str, float]:
     """One figure of every hosted service's live load (what the state record advertises)."""
-    return {
-        info.name: float(getattr(info.load, field))
-        for info in node.services_info()
-        if info.kind == "model" or info.load.served or info.load.in_flight
-    }
+    return {info.name: float(getattr(info.load, field)) for info in node.services_info()}
 
 
 def _gpus(node: Node, field: str, scale: float) -> dict[tuple[str, str], float]:
@@ -87,11 +84,11 @@ def _mesh(node: Node, metrics: Metrics) -> None:
         node.observe_probe_rtt = rtt.observe
     metrics.counter(
         "gossip_messages", "Membership messages (probes, acks, gossip) through the bus.",
-        lambda: _gossip(node.bus.traffic_frames), labels=("direction",),
+        lambda: _gossip(node, 0), labels=("direction",),
     )  # fmt: skip
     metrics.counter(
         "gossip_bytes", "Bytes of sealed membership frames through the bus.",
-        lambda: _gossip(node.bus.traffic_bytes), labels=("direction",),
+        lambda: _gossip(node, 1), labels=("direction",),
     )  # fmt: skip
     metrics.gauge(
         "mesh_keys", "Mesh keys in this node's live key ring.", lambda: len(node.bus.keyring.keys)

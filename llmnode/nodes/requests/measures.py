@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from llmnode.metrics import Metrics
 
@@ -55,6 +55,7 @@ class RequestMeasures:
             "request_generation_tokens", "Tokens generated for each request.",
             ("model",), _TOKENS,
         )  # fmt: skip
+        self._queues: dict[str, Any] = {}
         #: (model, "prompt" | "generation") -> tokens; the token-count counters read it.
         self.tokens: Counter[tuple[str, str]] = Counter()
         #: (model, finished_reason or error code) -> requests that reached the model.
@@ -73,6 +74,13 @@ class RequestMeasures:
             "cancelled) or error code.",
             lambda: self.outcomes, labels=("model", "finished_reason"),
         )  # fmt: skip
+
+    def queue(self, service: str) -> Any:
+        """``service``'s queue-time child, made once (``labels`` takes a lock and a lookup)."""
+        child = self._queues.get(service)
+        if child is None:
+            child = self._queues[service] = self.queue_time.labels(service)
+        return child
 
     def model_request(self, model: str) -> ModelRequest:
         """Start timing one request of ``model`` (now)."""

@@ -132,7 +132,7 @@ class RequestServer:
         measures, waiting = self.measures, time.perf_counter()
         async with slots:
             if measures is not None:
-                measures.queue_time.labels(call.service).observe(time.perf_counter() - waiting)
+                measures.queue(call.service).observe(time.perf_counter() - waiting)
             if not self.slow_chunk_s:
                 return await service.call(call, emit)
             result = await service.call(call, _slowed(emit, self.slow_chunk_s))

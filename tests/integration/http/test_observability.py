@@ -67,7 +67,9 @@ def chat(node: HttpNode, stream: bool) -> tuple[int, int]:
     """One chat through ``node``; its (prompt, completion) tokens as the API reported them."""
     if not stream:
         reply = client(node).chat.completions.create(
-            model=CHAT_MODEL, messages=QUESTION, max_tokens=6  # type: ignore[arg-type]
+            model=CHAT_MODEL,
+            messages=QUESTION,
+            max_tokens=6,  # type: ignore[arg-type]
         )
         assert reply.usage is not None
         return reply.usage.prompt_tokens, reply.usage.completion_tokens
@@ -160,12 +162,12 @@ def test_status_metrics_dashboard_and_top_show_the_same_numbers(
         shown = screen.export_text()
         requests = status["counters"]["requests"]
         assert snapshot["counters"]["requests"] == requests
-        assert value(samples, "llmnode_routed_requests_total", event="requests") == requests[
-            "entered"
-        ]
-        assert value(samples, "llmnode_served_requests_total", outcome="served") == requests[
-            "served"
-        ]
+        assert (
+            value(samples, "llmnode_routed_requests_total", event="requests") == requests["entered"]
+        )
+        assert (
+            value(samples, "llmnode_served_requests_total", outcome="served") == requests["served"]
+        )
         assert f"entered {requests['entered']} " in shown
         assert f"served {requests['served']} " in shown
         assert status["counters"]["members"]["alive"] == 3
