@@ -202,6 +202,8 @@ def test_dashboard_in_a_headless_browser_is_live_sees_a_death_and_chats(
         browser = playwright.chromium.launch(executable_path=_chromium(), headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(f"http://127.0.0.1:{front.port}/")
             page.wait_for_function(
                 "document.querySelectorAll('#members td.state-alive').length === 3", timeout=15000
@@ -210,6 +212,8 @@ def test_dashboard_in_a_headless_browser_is_live_sees_a_death_and_chats(
                 assert page.locator(f'#members tr[data-name="{name}"] .state').inner_text() == (
                     "alive"
                 )
+            # front serves no model: the chart comes from the state records of the mesh
+            page.wait_for_selector(f'#models [data-model="{CHAT_MODEL}"]', timeout=10000)
             entered = int(page.locator("#counter-entered").inner_text())
             chat(front, stream=False)
             chat(front, stream=True)
@@ -239,6 +243,7 @@ def test_dashboard_in_a_headless_browser_is_live_sees_a_death_and_chats(
             shot = tmp_path / "dashboard.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
+            assert errors == [], errors
         finally:
             browser.close()
 
