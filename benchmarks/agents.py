@@ -207,8 +207,11 @@ async def metrics_cost(
                 )
                 latencies[arm] += one_by_one["latencies"]
     p50 = {arm: statistics.median(values) for arm, values in latencies.items()}
+    recording_us = recording_cost_us()
     return {
-        "metrics_recording_us_per_request": recording_cost_us(),
+        "metrics_recording_us_per_request": recording_us,
+        # the recording's share of one request/reply at p50, both measured under this load
+        "metrics_recording_vs_p50": round(recording_us / (p50["on"] * 1e6), 5),
         "metrics_on_per_s": round((count // rounds * rounds) / elapsed["on"], 1),
         "metrics_off_per_s": round((count // rounds * rounds) / elapsed["off"], 1),
         "metrics_throughput_ratio": round(elapsed["off"] / elapsed["on"], 4),

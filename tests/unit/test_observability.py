@@ -141,3 +141,42 @@ async def test_the_grafana_dashboard_and_prometheus_config_name_what_nodes_serve
     assert job["metrics_path"] == "/metrics"
     (discovery,) = job["http_sd_configs"]
     assert discovery["url"].endswith("/metrics/targets")
+
+
+async def test_metrics_targets_and_the_dashboard_data_need_the_api_key_off_loopback(
+    tmp_path: Path,
+) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from llmnode.http import dashboard, metrics_routes
+    from llmnode.http.app import build_app, key_hash
+    from llmnode.http.node_gateway import NodeGateway
+
+    async with in_process_mesh(tmp_path) as mesh:
+        node = await mesh.start([EchoService()])
+        node.api_keys = [key_hash("sk-llmnode-right")]
+        node.state_changed()
+        gateway = NodeGateway(node)
+        for _ in range(200):
+            if gateway.api_key_hashes():
+                break
+            await asyncio.sleep(0.02)
+
+        def extend(app: Any) -> None:
+            metrics_routes.install(node, app)
+            dashboard.install(node, app)
+
+        app = build_app(gateway, loopback=False, extend=extend)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as http:
+            page = await http.get("/")
+            assert page.status == 200  # the page holds no data
+            assert "<script>" in await page.text()
+            for path in ("/metrics", "/metrics/targets", "/dashboard/snapshot"):
+                assert (await http.get(path)).status == 401, path
+                wrong = await http.get(path, headers={"Authorization": "Bearer sk-llmnode-no"})
+                assert wrong.status == 401, path
+                right = await http.get(path, headers={"Authorization": "Bearer sk-llmnode-right"})
+                assert right.status == 200, path
+        read = node.metrics.read()["rejections"]
+        assert read[("http", "no_key")] == 3
+        assert read[("http", "invalid_api_key")] == 3
