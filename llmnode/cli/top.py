@@ -157,6 +157,8 @@ def top(
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
+        if not console.is_terminal:  # piped: the last frame ends without a line break
+            console.line()
         console.print("top: stopped")
     except MeshError as error:
         fail(str(error))

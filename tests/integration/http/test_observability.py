@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +29,7 @@ from llmnode.cli.top import render
 from llmnode.nodes.membership import MembershipConfig
 from llmnode.nodes.membership.simulation import detection_bound
 from tests.integration.http.conftest import CHAT_MODEL, HttpNode, start_http_node, store_root
-from tests.support.mesh import LocalMesh, wait_for
+from tests.support.mesh import LocalMesh, llmnode_command, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.models]
 
@@ -183,6 +186,23 @@ def test_status_metrics_dashboard_and_top_show_the_same_numbers(
             cells = [cell.strip() for cell in row.split("│")[1:-1]]
             assert cells[1] == str(int(count))  # requests
             assert cells[4] == str(int(tokens))  # tokens
+
+
+def test_top_draws_the_mesh_live_and_ctrl_c_leaves_with_one_line(
+    watched: dict[str, HttpNode],
+) -> None:
+    front = watched["front"].process
+    top = subprocess.Popen(
+        llmnode_command("top", "--data-dir", str(front.data_dir), "--interval", "0.3"),
+        env=front.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(6)  # it imports, asks the control socket, and draws a few frames
+    top.send_signal(signal.SIGINT)
+    out, err = top.communicate(timeout=20)
+    assert top.returncode == 0, err
+    assert "llmnode top  front" in out
+    assert out.rstrip().splitlines()[-1] == "top: stopped"
+    assert "Traceback" not in out + err
 
 
 def _chromium() -> str:
