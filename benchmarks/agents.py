@@ -223,9 +223,10 @@ async def metrics_cost(
 
 def recording_cost_us(rounds: int = 5, count: int = 20000) -> float:
     """What one agent request/reply records, timed in this process (best of ``rounds``, less an
-    empty loop's time): the serving node's queue-time observation, and per frame of the exchange
-    (request, accept, result; sent by one node, received by the other) the bus's traffic
-    counts. A figure for the recording alone, free of the noise two busy nodes add."""
+    empty loop's time): the serving node's look-up of a queue-time histogram (models only), and
+    per frame of the exchange (request, accept, result; sent by one node, received by the other)
+    the bus's traffic counts. A figure for the recording alone, free of the noise two busy nodes
+    add."""
     from llmnode.nodes.requests.measures import RequestMeasures
 
     measures = RequestMeasures(Metrics(process=False))
@@ -239,7 +240,9 @@ def recording_cost_us(rounds: int = 5, count: int = 20000) -> float:
         empty = time.perf_counter() - started
         started = time.perf_counter()
         for _ in range(count):
-            measures.queue("echo").observe(0.0001)
+            timed = measures.queue("echo")  # None: an agent's queue is not timed
+            if timed is not None:
+                timed.observe(0.0001)
             for kind in kinds:  # as Bus.send and Bus._handle count: each frame twice
                 for _ in range(2):
                     counts = sent.get(kind)

@@ -129,9 +129,10 @@ def _services(node: Node, metrics: Metrics) -> None:
     if not node.config.metrics:  # the families stay, empty: only their cost is measured
         return
     node.server.measures = measures
-    for service in node.server.services.values():
+    for name, service in node.server.services.items():
         if isinstance(service, Measured):
             service.measure_with(measures)
+            measures.time_queue_of(name)
 
 
 def instrument(node: Node) -> Metrics:

@@ -29,7 +29,7 @@ class RequestMeasures:
     def __init__(self, metrics: Metrics) -> None:
         self.queue_time = metrics.histogram(
             "request_queue_time_seconds",
-            "Time a request waited for a free slot of its service on this node.",
+            "Time a request waited for a free slot of a model on this node.",
             ("service",), _LATENCY_S,
         )  # fmt: skip
         self.ttft = metrics.histogram(
@@ -75,12 +75,14 @@ class RequestMeasures:
             lambda: self.outcomes, labels=("model", "finished_reason"),
         )  # fmt: skip
 
+    def time_queue_of(self, service: str) -> None:
+        """Observe ``service``'s queue time from now on (the models a node hosts: agents'
+        request/reply stays free of histogram work)."""
+        self._queues[service] = self.queue_time.labels(service)
+
     def queue(self, service: str) -> Any:
-        """``service``'s queue-time child, made once (``labels`` takes a lock and a lookup)."""
-        child = self._queues.get(service)
-        if child is None:
-            child = self._queues[service] = self.queue_time.labels(service)
-        return child
+        """``service``'s queue-time histogram, or None when its queue is not timed."""
+        return self._queues.get(service)
 
     def model_request(self, model: str) -> ModelRequest:
         """Start timing one request of ``model`` (now)."""

@@ -129,10 +129,11 @@ class RequestServer:
         slots = self._slots.get(call.service)
         if slots is None:
             slots = self._slots[call.service] = asyncio.Semaphore(max(1, service.info().load.slots))
-        measures, waiting = self.measures, time.perf_counter()
+        timed = self.measures.queue(call.service) if self.measures is not None else None
+        waiting = time.perf_counter()
         async with slots:
-            if measures is not None:
-                measures.queue(call.service).observe(time.perf_counter() - waiting)
+            if timed is not None:
+                timed.observe(time.perf_counter() - waiting)
             if not self.slow_chunk_s:
                 return await service.call(call, emit)
             result = await service.call(call, _slowed(emit, self.slow_chunk_s))
