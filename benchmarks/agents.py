@@ -13,7 +13,8 @@ One run measures:
   Target: <= 1 ms added at p50. Also, separately, the runtime's own async path in this process
   (``embed_runtime_async_p50_ms``: its worker thread, no mesh).
 - the cost of recording metrics: the same request/reply on two more pairs of nodes, one with the
-  default metrics and one with ``metrics = false`` (no histograms observed), rounds interleaved;
+  default metrics and one with ``metrics = false`` (no histograms, no traffic counts), rounds
+  interleaved;
   ``metrics_throughput_ratio`` (on / off; target >= 0.98) and ``metrics_added_p50_us`` (target
   <= 20 us).
 

@@ -101,6 +101,7 @@ class Bus:
             "hello_acks_received": 0,
         }
         # [frames, bytes] by message class, sent and received (see ``traffic``): cheap to count
+        self.count_traffic = True  # False: not counted (a node's ``metrics = false``)
         self._sent: dict[type, list[int]] = {}
         self._received: dict[type, list[int]] = {}
         self._rejection_log = RateLimitedLogger(_log)
@@ -231,11 +232,12 @@ class Bus:
             return False
         if self._transport.send(address, frame):
             self._stats["sent"] += 1
-            counts = self._sent.get(type(message))
-            if counts is None:
-                counts = self._sent[type(message)] = [0, 0]
-            counts[0] += 1
-            counts[1] += len(frame)
+            if self.count_traffic:
+                counts = self._sent.get(type(message))
+                if counts is None:
+                    counts = self._sent[type(message)] = [0, 0]
+                counts[0] += 1
+                counts[1] += len(frame)
             return True
         self._stats["send_failed"] += 1
         return False
@@ -341,11 +343,12 @@ class Bus:
             self._reject(Rejected("invalid_message", "a Hello must travel in a hello frame"))
             return None
         self._stats["received"] += 1
-        counts = self._received.get(type(message))
-        if counts is None:
-            counts = self._received[type(message)] = [0, 0]
-        counts[0] += 1
-        counts[1] += len(frame)
+        if self.count_traffic:
+            counts = self._received.get(type(message))
+            if counts is None:
+                counts = self._received[type(message)] = [0, 0]
+            counts[0] += 1
+            counts[1] += len(frame)
         return Inbound(opened.sender, message, now)
 
     def _reject(self, rejection: Rejected) -> None:

@@ -82,6 +82,7 @@ def _mesh(node: Node, metrics: Metrics) -> None:
     )  # fmt: skip
     if node.config.metrics:
         node.observe_probe_rtt = rtt.observe
+    node.bus.count_traffic = node.config.metrics
     metrics.counter(
         "gossip_messages", "Membership messages (probes, acks, gossip) through the bus.",
         lambda: _gossip(node, 0), labels=("direction",),

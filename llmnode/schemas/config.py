@@ -41,4 +41,4 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     hedge: bool = False  # send a slow idempotent request's second copy to another node
     capacity: DeclaredCapacity | None = None
     http: str = ""  # HOST:PORT of the OpenAI API; "": 127.0.0.1:7949 if free; "off": none
-    metrics: bool = True  # observe per-request histograms; false only to measure their cost
+    metrics: bool = True  # histograms and traffic counts; false only to measure their cost
