@@ -12,6 +12,11 @@ One run measures:
   directly in this process (``embed_sync``), interleaved; added = mesh - direct, p50 and p99.
   Target: <= 1 ms added at p50. Also, separately, the runtime's own async path in this process
   (``embed_runtime_async_p50_ms``: its worker thread, no mesh).
+- the cost of recording metrics: the same request/reply on two more pairs of nodes, one with the
+  default metrics and one with ``metrics = false`` (no histograms, no traffic counts), rounds
+  interleaved;
+  ``metrics_throughput_ratio`` (on / off; target >= 0.98) and ``metrics_added_p50_us`` (target
+  <= 20 us).
 
 Usage: ``python benchmarks/agents.py [--quick]``. Needs the default MiniLM model in the test store
 (``$LLMNODE_TEST_STORE`` or the default store; pulled if missing). Prints one JSON
@@ -40,6 +45,7 @@ import zmq.asyncio
 from llmnode.agents.agent import Agent, Context, handler
 from llmnode.client.mesh import connect
 from llmnode.errors import MeshError
+from llmnode.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "from llmnode.cli.main import main; main()"]
@@ -109,9 +115,17 @@ def environment(mesh_key: str) -> dict[str, str]:
 
 
 def start_node(
-    root: Path, name: str, mesh_key: str, seed: str | None, extra: list[str]
+    root: Path,
+    name: str,
+    mesh_key: str,
+    seed: str | None,
+    extra: list[str],
+    config: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], Path]:
     data_dir = root / name
+    env = environment(mesh_key)
+    if config is not None:
+        env["LLMNODE_CONFIG"] = str(config)
     subprocess.run(
         [*CLI, "init", "--data-dir", str(data_dir), "--mesh-key", mesh_key],
         check=True,
@@ -126,9 +140,7 @@ def start_node(
     if seed:
         command += ["--join", seed]
     log = (root / f"{name}.log").open("wb")
-    process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, env=environment(mesh_key), cwd=ROOT
-    )
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     return process, data_dir
 
 
@@ -146,6 +158,101 @@ async def wait_ready(data_dir: Path, service: str | None = None, within: float =
                     return str(status["address"])
         await asyncio.sleep(0.3)
     raise SystemExit(f"node in {data_dir} not ready (service {service})")
+
+
+# ---- the cost of recording metrics ------------------------------------------------------------
+
+
+async def metrics_cost(
+    root: Path, mesh_key: str, count: int, serial: int, processes: list[subprocess.Popen[bytes]]
+) -> dict[str, float]:
+    """Agent request/reply with metrics recorded and with ``metrics = false`` (two pairs of
+    nodes, rounds interleaved so both arms see the same machine load): the throughput ratio
+    and the p50 latency added, in microseconds."""
+    off = root / "metrics-off.toml"
+    off.write_text("metrics = false\n")
+    arms: dict[str, Path] = {}
+    for arm, config in (("on", None), ("off", off)):
+        pinger, dir_a = start_node(
+            root, f"{arm}-a", mesh_key, None, ["--agent", "benchmarks.agents:Pinger"], config
+        )
+        processes.append(pinger)
+        address = await wait_ready(dir_a, "pinger")
+        echo, dir_b = start_node(
+            root, f"{arm}-b", mesh_key, address.removeprefix("tcp://"),
+            ["--agent", "benchmarks.agents:Echo"], config,
+        )  # fmt: skip
+        processes.append(echo)
+        await wait_ready(dir_b)
+        await wait_ready(dir_a, "echo")
+        arms[arm] = dir_a
+    rounds = 6
+    elapsed = {"on": 0.0, "off": 0.0}
+    latencies: dict[str, list[float]] = {"on": [], "off": []}
+    clients = {arm: connect(folder, name="bench") for arm, folder in arms.items()}
+    async with clients["on"] as on, clients["off"] as off_mesh:
+        meshes = {"on": on, "off": off_mesh}
+        bench = {"type": "bench", "data": ""}
+        for arm, mesh in meshes.items():  # warm both
+            warm = {**bench, "target": f"echo@{arm}-b", "count": 200, "concurrency": 8}
+            await mesh.request("pinger", warm, timeout=60)
+        for index in range(rounds):
+            for arm in ("on", "off") if index % 2 == 0 else ("off", "on"):
+                target = {**bench, "target": f"echo@{arm}-b"}
+                loaded = await meshes[arm].request(
+                    "pinger", {**target, "count": count // rounds, "concurrency": 16}, timeout=300
+                )
+                elapsed[arm] += loaded["elapsed_s"]
+                one_by_one = await meshes[arm].request(
+                    "pinger", {**target, "count": serial // rounds, "concurrency": 1}, timeout=300
+                )
+                latencies[arm] += one_by_one["latencies"]
+    p50 = {arm: statistics.median(values) for arm, values in latencies.items()}
+    recording_us = recording_cost_us()
+    return {
+        "metrics_recording_us_per_request": recording_us,
+        # the recording's share of one request/reply at p50, both measured under this load
+        "metrics_recording_vs_p50": round(recording_us / (p50["on"] * 1e6), 5),
+        "metrics_on_per_s": round((count // rounds * rounds) / elapsed["on"], 1),
+        "metrics_off_per_s": round((count // rounds * rounds) / elapsed["off"], 1),
+        "metrics_throughput_ratio": round(elapsed["off"] / elapsed["on"], 4),
+        "metrics_added_p50_us": round((p50["on"] - p50["off"]) * 1e6, 1),
+        "metrics_throughput_target": 0.98,
+        "metrics_added_p50_target_us": 20.0,
+    }
+
+
+def recording_cost_us(rounds: int = 5, count: int = 20000) -> float:
+    """What one agent request/reply records, timed in this process (best of ``rounds``, less an
+    empty loop's time): the serving node's look-up of a queue-time histogram (models only), and
+    per frame of the exchange (request, accept, result; sent by one node, received by the other)
+    the bus's traffic counts. A figure for the recording alone, free of the noise two busy nodes
+    add."""
+    from llmnode.nodes.requests.measures import RequestMeasures
+
+    measures = RequestMeasures(Metrics(process=False))
+    sent: dict[type, list[int]] = {}
+    kinds = [type(name, (), {}) for name in ("Request", "Accept", "Result")]
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(count):
+            pass
+        empty = time.perf_counter() - started
+        started = time.perf_counter()
+        for _ in range(count):
+            timed = measures.queue("echo")  # None: an agent's queue is not timed
+            if timed is not None:
+                timed.observe(0.0001)
+            for kind in kinds:  # as Bus.send and Bus._handle count: each frame twice
+                for _ in range(2):
+                    counts = sent.get(kind)
+                    if counts is None:
+                        counts = sent[kind] = [0, 0]
+                    counts[0] += 1
+                    counts[1] += 200
+        best = min(best, time.perf_counter() - started - empty)
+    return round(best / count * 1e6, 3)
 
 
 # ---- raw pyzmq baseline ----------------------------------------------------------------------
@@ -261,6 +368,7 @@ async def run(quick: bool, mesh_key: str) -> dict[str, Any]:
                         runtime_ms.append((time.perf_counter() - started) * 1000)
                 finally:
                     await asyncio.to_thread(runtime.close)
+            cost = await metrics_cost(root, mesh_key, count, serial, processes)
         finally:
             for process in processes:
                 process.send_signal(signal.SIGTERM)
@@ -293,6 +401,7 @@ async def run(quick: bool, mesh_key: str) -> dict[str, Any]:
             3,
         ),
         "embed_added_target_ms": 1.0,
+        **cost,
         "cpu_count": os.cpu_count(),
     }
 

@@ -24,7 +24,8 @@ import numpy as np
 
 from llmnode.agents.models.results import collect_result
 from llmnode.agents.models.store import ModelStore
-from llmnode.errors import DeadlineExceeded, ModelError, ProtocolError
+from llmnode.errors import DeadlineExceeded, MeshError, ModelError, ProtocolError
+from llmnode.nodes.requests.measures import ModelRequest, RequestMeasures
 from llmnode.nodes.requests.service import Emit, ServiceCall
 from llmnode.schemas.inference import (
     EmbedRequest,
@@ -86,6 +87,11 @@ class ModelService:
             self.runtime = EmbeddingRuntime(store, name, **sizing)
         else:
             raise ModelError(f"model {name!r} has task {self.task!r}, which llmnode cannot serve")
+        self._measures: RequestMeasures | None = None
+
+    def measure_with(self, measures: RequestMeasures) -> None:
+        """Time every request from now on in the node's histograms (``Measured``)."""
+        self._measures = measures
 
     @classmethod
     async def open(cls, store: ModelStore, name: str, **options: Any) -> ModelService:
@@ -105,36 +111,54 @@ class ModelService:
         remaining = call.deadline - time.time()
         if remaining <= 0:
             raise DeadlineExceeded(f"the request for model:{self.name} arrived after its deadline")
+        timing = self._measures.model_request(self.name) if self._measures else None
         try:
             async with asyncio.timeout(remaining):
-                return await self._dispatch(call, emit)
+                return await self._dispatch(call, emit, timing)
         except TimeoutError:
+            if timing is not None:
+                timing.finish("deadline")
             raise DeadlineExceeded(
                 f"model:{self.name} did not finish {call.method} before the deadline"
             ) from None
+        except MeshError as error:
+            if timing is not None:
+                timing.finish(error.code)
+            raise
 
-    async def _dispatch(self, call: ServiceCall, emit: Emit) -> bytes:
+    async def _dispatch(self, call: ServiceCall, emit: Emit, timing: ModelRequest | None) -> bytes:
         if call.method in ("generate", "chat"):
             if self.task != GENERATION_TASK:
                 raise ModelError(f"model {self.name!r} is an embedding model; use embed")
             request: GenerateRequest = _decode(_GENERATE_REQUEST, call.payload, "GenerateRequest")
             if call.method == "chat" and not request.messages:
                 raise ModelError("chat needs messages")
-            return _ENCODER.encode(await self._generate(request, emit, call.stream))
+            result = await self._generate(request, emit, call.stream, timing)
+            if timing is not None:
+                timing.finish(result.finish_reason, result.prompt_tokens, result.completion_tokens)
+            return _ENCODER.encode(result)
         if call.method == "embed":
             if self.task != EMBEDDING_TASK:
                 raise ModelError(f"model {self.name!r} is a generation model; use generate/chat")
             embed_request: EmbedRequest = _decode(_EMBED_REQUEST, call.payload, "EmbedRequest")
-            return _ENCODER.encode(await self._embed(embed_request))
+            embedded = await self._embed(embed_request)
+            if timing is not None:
+                timing.finish("embedded")
+            return _ENCODER.encode(embedded)
         raise ModelError(f"model:{self.name} has no method {call.method!r}")
 
-    async def _generate(self, request: GenerateRequest, emit: Emit, stream: bool) -> GenerateResult:
-        if not stream:
+    async def _generate(
+        self, request: GenerateRequest, emit: Emit, stream: bool, timing: ModelRequest | None
+    ) -> GenerateResult:
+        if not stream and timing is None:
             result: GenerateResult = await self.runtime.generate(request)
             return result
 
         async def forward(chunk: TokenChunk) -> None:
-            await emit(_ENCODER.encode(chunk))
+            if timing is not None:
+                timing.token(len(chunk.token_ids))
+            if stream:
+                await emit(_ENCODER.encode(chunk))
 
         # The runtime tokenises the prompt once, off the event loop; the stream reports its size.
         return await collect_result(self.runtime.stream(request), on_chunk=forward)

@@ -100,6 +100,10 @@ class Bus:
             "hellos_received": 0,
             "hello_acks_received": 0,
         }
+        # [frames, bytes] by message class, sent and received (see ``traffic``): cheap to count
+        self.count_traffic = True  # False: not counted (a node's ``metrics = false``)
+        self._sent: dict[type, list[int]] = {}
+        self._received: dict[type, list[int]] = {}
         self._rejection_log = RateLimitedLogger(_log)
 
     # -- properties -------------------------------------------------------------------------
@@ -135,6 +139,14 @@ class Bus:
         counts = dict(self._rejections)
         counts.update(getattr(self._transport, "rejections", {}))
         return counts
+
+    def traffic(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(frames, bytes) of sealed frames, by ("sent" | "received", message type name)."""
+        return {
+            (direction, kind.__name__): (counts[0], counts[1])
+            for direction, table in (("sent", self._sent), ("received", self._received))
+            for kind, counts in table.items()
+        }
 
     @property
     def stats(self) -> dict[str, int]:
@@ -220,6 +232,12 @@ class Bus:
             return False
         if self._transport.send(address, frame):
             self._stats["sent"] += 1
+            if self.count_traffic:
+                counts = self._sent.get(type(message))
+                if counts is None:
+                    counts = self._sent[type(message)] = [0, 0]
+                counts[0] += 1
+                counts[1] += len(frame)
             return True
         self._stats["send_failed"] += 1
         return False
@@ -325,6 +343,12 @@ class Bus:
             self._reject(Rejected("invalid_message", "a Hello must travel in a hello frame"))
             return None
         self._stats["received"] += 1
+        if self.count_traffic:
+            counts = self._received.get(type(message))
+            if counts is None:
+                counts = self._received[type(message)] = [0, 0]
+            counts[0] += 1
+            counts[1] += len(frame)
         return Inbound(opened.sender, message, now)
 
     def _reject(self, rejection: Rejected) -> None:

@@ -68,10 +68,11 @@ def main() -> None:
 def _mount() -> None:
     """The commands, in the order ``llmnode --help`` lists them."""
     from llmnode.agents.models.cli import app as models_app  # noqa: PLC0415
-    from llmnode.cli import agents, deploy, keys, node  # noqa: PLC0415
+    from llmnode.cli import agents, deploy, keys, node, top  # noqa: PLC0415
 
     keys.register(app)
     node.register(app)
+    app.command()(top.top)
     app.command()(schema)
     deploy.register(models_app)
     app.add_typer(

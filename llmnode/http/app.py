@@ -33,7 +33,7 @@ MAX_HEADERS = 100
 MAX_HEADER_BYTES = 8190  # per header line, as aiohttp's default
 IDLE_TIMEOUT_S = 15.0  # a connection with no complete request for this long is closed
 KEY_PREFIX = "sk-llmnode-"
-_OPEN_PATHS = frozenset({"/health"})
+_OPEN_PATHS = frozenset({"/health", "/"})  # "/": the dashboard's page, which holds no data
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -65,8 +65,11 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def build_app(gateway: MeshGateway, *, loopback: bool) -> web.Application:
-    """The application; off loopback every request needs a valid mesh API key."""
+def build_app(
+    gateway: MeshGateway, *, loopback: bool, extend: Callable[[web.Application], None] | None = None
+) -> web.Application:
+    """The application; off loopback every request needs a valid mesh API key. ``extend`` adds
+    routes of the node's other faces (metrics, dashboard) behind the same auth."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -89,6 +92,8 @@ def build_app(gateway: MeshGateway, *, loopback: bool) -> web.Application:
     app.add_routes(OpenAIApi(gateway).routes())
     app.add_routes(AgentsApi(gateway).routes())
     app.add_routes([web.get("/health", _health)])
+    if extend is not None:
+        extend(app)
     return app
 
 
@@ -119,7 +124,11 @@ def _error_response(error: HttpError) -> web.Response:
 
 
 async def serve(
-    gateway: MeshGateway, address: str, *, on_ready: Callable[[str], None] | None = None
+    gateway: MeshGateway,
+    address: str,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+    extend: Callable[[web.Application], None] | None = None,
 ) -> None:
     """Serve HTTP on ``address`` until cancelled. Refuses (ConfigError) to bind off loopback
     while the mesh has no API key."""
@@ -131,7 +140,7 @@ async def serve(
             "NAME` first, or bind to 127.0.0.1"
         )
     runner = web.AppRunner(
-        build_app(gateway, loopback=loopback),
+        build_app(gateway, loopback=loopback, extend=extend),
         access_log=None,
         handler_cancellation=True,  # a client that goes away cancels its request in the mesh
         keepalive_timeout=IDLE_TIMEOUT_S,

@@ -12,8 +12,10 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import web
+
 from llmnode.errors import ConfigError
-from llmnode.http import api_keys
+from llmnode.http import api_keys, dashboard, metrics_routes
 from llmnode.http.app import DEFAULT_HTTP, serve
 from llmnode.http.node_gateway import NodeGateway
 from llmnode.log import get_logger
@@ -41,10 +43,18 @@ def http_loops(node: Node, address: str) -> list[Loop]:
         return [watch_keys]  # keys made here still work on the other nodes
     gateway = NodeGateway(node)
 
+    def extend(app: web.Application) -> None:
+        metrics_routes.install(node, app)
+        dashboard.install(node, app)
+
+    def bound(where: str) -> None:  # advertised in the state record: service discovery
+        node.http_address = metrics_routes.advertised(where, node.bus.address)
+        node.state_changed()
+
     async def run_server() -> None:
         await node.ready.wait()
         try:
-            await serve(gateway, address or DEFAULT_HTTP)
+            await serve(gateway, address or DEFAULT_HTTP, on_ready=bound, extend=extend)
         except ConfigError as error:
             if address:
                 raise

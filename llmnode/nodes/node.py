@@ -125,6 +125,8 @@ class Node:
         self.api_keys: list[str] = []  # HTTP API key hashes, gossiped in the state record
         self.loops: list[Callable[[], Coroutine[Any, Any, None]]] = []  # more, e.g. HTTP
         self.placement: NodePlacement | None = None  # set by the composition root; run in loops
+        self.http_address = ""  # HOST:PORT of this node's HTTP server, advertised once bound
+        self.observe_probe_rtt: Callable[[float], None] | None = None  # set by ``instrument``
         self.metrics = instrument(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -142,6 +144,7 @@ class Node:
             incarnation=self._incarnation,
             verify_record=verify_record,
         )
+        self.membership.on_probe_rtt = self.observe_probe_rtt
         self.view.members = self.membership
         self._publish_state()
         log.info(
@@ -329,6 +332,7 @@ class Node:
             models_stored=sorted(placement.side.stored()) if placement else [],
             models_pinned=sorted(placement.pinned) if placement else [],
             model_memory_mb=placement.memory_mb() if placement else 0,
+            http=self.http_address,
         )
 
     def _publish_state(self) -> None:

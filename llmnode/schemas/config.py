@@ -53,3 +53,4 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     http: str = ""  # HOST:PORT of the OpenAI API; "": 127.0.0.1:7949 if free; "off": none
     autoscale: AutoscaleConfig = AutoscaleConfig()
     model_transfer_mb_s: float = 100.0  # pace of model files sent to and fetched from peers
+    metrics: bool = True  # histograms and traffic counts; false only to measure their cost

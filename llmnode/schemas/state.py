@@ -63,3 +63,4 @@ class NodeState(msgspec.Struct, frozen=True, kw_only=True):
     models_stored: list[str] = []  # complete models in this node's store
     models_pinned: list[str] = []  # started with --model: served whatever placement decides
     model_memory_mb: int = 0  # memory for models, its loaded ones included (0: takes none)
+    http: str = ""  # HOST:PORT of its HTTP server (API, /metrics, dashboard); "": none

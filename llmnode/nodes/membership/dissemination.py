@@ -187,6 +187,8 @@ class Dissemination(MembershipState):
         """Apply an accusation that holds: take its incarnation and ``state``, tell the shell,
         and pass the item on when ``announce``."""
         member.incarnation = item.incarnation
+        if not isinstance(item, Left) and item.accuser == self.self_id:
+            self.declared[state] += 1
         self._set_state(member, state, now)
         self._emit(_STATE_EVENTS[state], member, now)
         if announce:

@@ -160,7 +160,7 @@ class Membership(FailureDetection):
                 out.append(Outbound(sender, address, ack))
         elif isinstance(message, Ack):
             self._merge(message.gossip, now)
-            self._on_ack(message.seq, out)
+            self._on_ack(message.seq, out, now)
         elif isinstance(message, Nack):
             self._on_nack(message.seq)
         elif isinstance(message, PingReq):

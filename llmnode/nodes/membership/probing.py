@@ -25,11 +25,15 @@ class Probe:
         "indirect_at",
         "indirect_sent",
         "nacks",
+        "sent_at",
         "seq",
         "target",
     )
 
-    def __init__(self, target: bytes, seq: int, indirect_at: float, deadline: float) -> None:
+    def __init__(
+        self, target: bytes, seq: int, indirect_at: float, deadline: float, sent_at: float = 0.0
+    ) -> None:
+        self.sent_at = sent_at
         self.target = target
         self.seq = seq
         self.indirect_at = indirect_at
@@ -115,6 +119,7 @@ class FailureDetection(Dissemination):
                 self._sequence,
                 indirect_at=now + self._scaled(self.config.probe_timeout),
                 deadline=self._next_probe,
+                sent_at=now,
             )
             gossip: list[GossipItem] = []
             if target.state == "suspect":  # let it refute at once
@@ -139,10 +144,12 @@ class FailureDetection(Dissemination):
             self._probe_index = 0
         return None
 
-    def _on_ack(self, seq: int, out: list[Outbound]) -> None:
+    def _on_ack(self, seq: int, out: list[Outbound], now: float) -> None:
         probe = self._probe
         if probe is not None and seq == probe.seq:
             self._probe = None
+            if self.on_probe_rtt is not None and not probe.indirect_sent:
+                self.on_probe_rtt(max(0.0, now - probe.sent_at))
             self._adjust_awareness(-1)
             return
         relay = self._relays.pop(seq, None)

@@ -48,6 +48,10 @@ class MembershipState:
         self.address = address
         self.config = config
         self.rejections: Counter[str] = Counter()
+        #: Suspicions and deaths this node declared itself (not learned from gossip), by state.
+        self.declared: Counter[str] = Counter()
+        #: Called with each direct probe's round-trip time, in seconds (the node's histogram).
+        self.on_probe_rtt: Callable[[float], None] | None = None
         self._rng = rng
         self._verify_record = verify_record
         self._self = KnownNode(self_id, address, incarnation, 0.0)

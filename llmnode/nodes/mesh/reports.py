@@ -22,6 +22,7 @@ def status_report(node: Node) -> dict[str, object]:
         "uptime_s": round(time.time() - node.started_at, 1),
         "address": node.bus.address,
         "control": node.control.address,
+        "http": node.http_address,
         "incarnation": node.membership.incarnation if node.membership else 0,
         "members_alive": sum(1 for member in node.membership.members() if member.state == "alive")
         if node.membership

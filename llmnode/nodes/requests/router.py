@@ -33,7 +33,13 @@ from llmnode.log import get_logger
 from llmnode.nodes.mesh.view import MeshView
 from llmnode.nodes.requests.candidates import candidates as find_candidates
 from llmnode.nodes.requests.hedging import race
-from llmnode.nodes.requests.outcomes import AttemptFailed, at_deadline, failed_error, typed_error
+from llmnode.nodes.requests.outcomes import (
+    AttemptFailed,
+    at_deadline,
+    failed_error,
+    retry_at,
+    typed_error,
+)
 from llmnode.nodes.requests.retry import ErrorKind, RetryPolicy
 from llmnode.nodes.requests.scheduler import Candidate, Choice, InFlightLedger, choose
 from llmnode.nodes.requests.server import RequestServer
@@ -61,6 +67,7 @@ log = get_logger(__name__)
 OnChunk = Callable[[bytes], Awaitable[None]]
 OnServed = Callable[[bytes], None]  # told the id of the node whose answer the caller gets
 Send = Callable[[bytes, WireMessage], bool]
+Answer = Accept | Refuse | Chunk | Result | ErrorReply  # what a serving node sends back
 _PEER_DOWN = object()
 _TIMEOUTS = ("stalled", "no_answer")
 
@@ -94,9 +101,7 @@ class Router:
 
     # -- inbound ------------------------------------------------------------------------------
 
-    def on_reply(
-        self, sender: bytes, message: Accept | Refuse | Chunk | Result | ErrorReply
-    ) -> None:
+    def on_reply(self, sender: bytes, message: Answer) -> None:
         pending = self._pending.get(message.id)
         if pending is None or pending[0] != sender:
             self.counters["stray_reply"] += 1
@@ -108,8 +113,6 @@ class Router:
             if target == node:
                 queue.put_nowait(_PEER_DOWN)
         self.ledger.forget(node)
-
-    # -- addressing -------------------------------------------------------------------------
 
     def _target(self, address: str) -> tuple[str, bytes | None]:
         """``name`` or ``name@node`` → (service, the one node allowed or None)."""
@@ -269,19 +272,11 @@ class Router:
         idempotent: bool = True,
         accepted: bool = False,
     ) -> None:
-        """Wait as :class:`RetryPolicy` says before the next try, or raise ``error`` when it
-        says not to retry (attempts exhausted, deadline too close, an accepted request that is
-        not idempotent)."""
+        """Wait as :class:`RetryPolicy` says before the next try, or raise (see ``retry_at``)."""
         now = self._clock()
-        decision = self.policy.decide(
-            kind, attempts, now, deadline, idempotent=idempotent, accepted=accepted
-        )
-        if not decision.retry:
-            if decision.reason == "deadline" and not isinstance(error, NoCapacity):
-                raise DeadlineExceeded(f"{error}; no time left to retry") from error
-            raise error
-        if decision.at > now:
-            await asyncio.sleep(decision.at - now)
+        at = retry_at(self.policy, kind, attempts, now, deadline, error, idempotent, accepted)
+        if at > now:
+            await asyncio.sleep(at - now)
 
     async def _attempt_or_hedge(
         self,
@@ -314,8 +309,11 @@ class Router:
             copy = msgspec.structs.replace(request, id=os.urandom(16))
             return self._attempt(other.node, copy, deliver)
 
+        def won(copy_won: bool) -> None:
+            self.counters["hedge_won" if copy_won else "hedge_lost"] += 1
+
         first = self._attempt(choice.node, request, deliver)
-        return await race(first, delay_ms / 1000.0, second)
+        return await race(first, delay_ms / 1000.0, second, won)
 
     async def _attempt(
         self, node: bytes, request: Request, deliver: OnChunk

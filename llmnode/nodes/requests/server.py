@@ -26,6 +26,7 @@ from llmnode.errors import (
     error_fields,
 )
 from llmnode.log import get_logger
+from llmnode.nodes.requests.measures import RequestMeasures
 from llmnode.nodes.requests.scheduler import is_full
 from llmnode.nodes.requests.service import Emit, Service, ServiceCall
 from llmnode.schemas.base import WireMessage
@@ -65,6 +66,7 @@ class RequestServer:
         self.active: Counter[str] = Counter()
         self._slots: dict[str, asyncio.Semaphore] = {}
         self.counters: Counter[str] = Counter()
+        self.measures: RequestMeasures | None = None  # the node's histograms; None: not timed
 
     def load_of(self, name: str, service: Service | None = None) -> ServiceLoad | None:
         """The service's load as callers should see it: the runtime's own figures, raised to
@@ -145,7 +147,11 @@ class RequestServer:
         slots = self._slots.get(call.service)
         if slots is None:
             slots = self._slots[call.service] = asyncio.Semaphore(max(1, service.info().load.slots))
+        timed = self.measures.queue(call.service) if self.measures is not None else None
+        waiting = time.perf_counter()
         async with slots:
+            if timed is not None:
+                timed.observe(time.perf_counter() - waiting)
             if not self.slow_chunk_s:
                 return await service.call(call, emit)
             result = await service.call(call, _slowed(emit, self.slow_chunk_s))

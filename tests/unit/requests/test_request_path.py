@@ -189,6 +189,8 @@ async def test_a_slow_request_is_hedged_and_the_loser_is_cancelled(tmp_path: Pat
         assert await entry.router.call("echo", "request", b"h", timeout=10) == b"h"
         assert time.monotonic() - started < 4.0, "the hedge answered, not the stuck node"
         assert entry.router.counters["hedged"] == 1
+        assert entry.router.counters["hedge_won"] == 1  # the copy answered first
+        assert entry.router.counters["hedge_lost"] == 0
         for _ in range(100):
             if stuck.cancelled:
                 break
