@@ -184,5 +184,5 @@ async def test_metrics_targets_and_the_dashboard_data_need_the_api_key_off_loopb
                 right = await http.get(path, headers={"Authorization": "Bearer sk-llmnode-right"})
                 assert right.status == 200, path
         read = node.metrics.read()["rejections"]
-        assert read[("http", "no_key")] == 3
+        assert read[("http", "missing_api_key")] == 3
         assert read[("http", "invalid_api_key")] == 3
