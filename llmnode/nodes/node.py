@@ -22,7 +22,7 @@ import msgspec
 
 from llmnode._version import __version__
 from llmnode.bus.bus import Bus
-from llmnode.bus.identity import Identity, node_id_to_text
+from llmnode.bus.identity import Identity, node_id_from_text, node_id_to_text
 from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.lan import beacon_binding
 from llmnode.bus.transport import Transport
@@ -34,8 +34,9 @@ from llmnode.nodes.discovery.beacon import Beacon
 from llmnode.nodes.discovery.seeds import join_seeds
 from llmnode.nodes.membership import Membership, MembershipConfig, Outbound
 from llmnode.nodes.mesh import reports, resources
-from llmnode.nodes.mesh.records import decode_state, sign_record, verify_record
+from llmnode.nodes.mesh.records import capability_key, decode_state, sign_record, verify_record
 from llmnode.nodes.mesh.view import MeshView
+from llmnode.nodes.requests.loads import LoadSampler
 from llmnode.nodes.requests.router import Router
 from llmnode.nodes.requests.server import RequestServer
 from llmnode.nodes.requests.service import Service
@@ -47,6 +48,8 @@ from llmnode.schemas.requests import (
     Cancel,
     Chunk,
     ErrorReply,
+    LoadQuery,
+    LoadReport,
     OneWay,
     Refuse,
     Request,
@@ -96,12 +99,16 @@ class Node:
         )
         for service in services:
             self.server.services[service.info().name] = service
+        # Load is not gossiped: stale candidates are asked when chosen among (requests/loads)
+        stale_s, wait_s = 2 * config.probe_interval, config.probe_interval / 20
+        loads = LoadSampler(self.view, self._send, time.time, stale_s=stale_s, wait_s=wait_s)
         self.router = Router(
             self.view,
             self.server,
             self._send,
             heartbeat_s=config.probe_interval,
             hedge=config.hedge,
+            loads=loads,
         )
         self.clients = AttachedClients(self)
         self.control = ControlServer(
@@ -113,6 +120,7 @@ class Node:
         self._incarnation = incarnation
         self.membership: Membership | None = None
         self._record_version = 0
+        self._published: tuple[bytes, float] = (b"", 0.0)  # capability key, when signed
         self._resources = resources.probe(config.capacity)
         self._stopping = asyncio.Event()
         self._state_dirty = asyncio.Event()
@@ -264,6 +272,10 @@ class Node:
                 self.router.on_reply(sender, message)
             elif isinstance(message, Cancel):
                 self.server.cancel(sender, message.id)
+            elif isinstance(message, LoadQuery):
+                self._send(sender, self.server.load_report(message))
+            elif isinstance(message, LoadReport) and self.router.loads is not None:
+                self.router.loads.on_report(sender, message)
             elif isinstance(message, OneWay):
                 self.clients.deliver(sender, message)
             else:
@@ -329,6 +341,7 @@ class Node:
             self._record_version + 1, int(time.time() * 1000), self.membership.own_record_floor + 1
         )
         state = self.state()
+        self._published = (capability_key(state), time.time())
         record = sign_record(self.identity, self._record_version, state)
         self.membership.set_local_record(record)
         self.view.set_record(self.node_id, self.node_text, state, self._record_version, time.time())
@@ -362,7 +375,11 @@ class Node:
             if time.time() - last_probe > 5.0:
                 self._resources = await asyncio.to_thread(resources.probe, self.config.capacity)
                 last_probe = time.time()
-            self._publish_state()
+            key, signed_at = self._published  # gossip capabilities only when they change
+            if capability_key(self.state()) != key or (
+                time.time() - signed_at >= self.config.record_refresh_s
+            ):
+                self._publish_state()
 
     def status(self) -> dict[str, object]:
         return reports.status_report(self)
@@ -380,8 +397,4 @@ class _Stop(Exception):
 
 
 def _allowlist(texts: list[str]) -> set[bytes] | None:
-    if not texts:
-        return None
-    from llmnode.bus.identity import node_id_from_text  # noqa: PLC0415
-
-    return {node_id_from_text(text) for text in texts}
+    return {node_id_from_text(text) for text in texts} if texts else None

@@ -14,7 +14,7 @@ from llmnode.bus import crypto
 from llmnode.bus.identity import Identity
 from llmnode.errors import Rejected
 from llmnode.schemas.membership import SignedRecord
-from llmnode.schemas.state import NodeState
+from llmnode.schemas.state import NodeState, ServiceLoad
 
 _DOMAIN = b"llmnode/state-record/v1"
 _decoder = msgspec.msgpack.Decoder(NodeState)
@@ -61,3 +61,29 @@ def decode_state(record: SignedRecord) -> NodeState:
         return _decoder.decode(record.payload)
     except msgspec.DecodeError as error:  # ValidationError derives from DecodeError
         raise Rejected("bad_record", str(error)[:200]) from error
+
+
+def capability_key(state: NodeState) -> bytes:
+    """What of ``state`` is gossiped as a change: everything but the fast-changing figures (each
+    service's queue, in-flight count, service time and counters; free memory and utilisation;
+    requests served), which travel on replies and :class:`LoadReport` instead."""
+    services = [
+        msgspec.structs.replace(
+            info,
+            load=ServiceLoad(
+                slots=info.load.slots,
+                queue_limit=info.load.queue_limit,
+                memory_mb=info.load.memory_mb,
+            ),
+        )
+        for info in state.services
+    ]
+    gpus = [
+        msgspec.structs.replace(gpu, memory_free_mb=0, utilization_pct=0)
+        for gpu in state.resources.gpus
+    ]
+    resources = msgspec.structs.replace(state.resources, ram_free_mb=0, gpus=gpus)
+    steady = msgspec.structs.replace(
+        state, services=services, resources=resources, requests_served=0
+    )
+    return _encoder.encode(steady)

@@ -33,12 +33,8 @@ from llmnode.log import get_logger
 from llmnode.nodes.mesh.view import MeshView
 from llmnode.nodes.requests.candidates import candidates as find_candidates
 from llmnode.nodes.requests.hedging import race
-from llmnode.nodes.requests.outcomes import (
-    AttemptFailed,
-    at_deadline,
-    failed_error,
-    typed_error,
-)
+from llmnode.nodes.requests.loads import LoadSampler
+from llmnode.nodes.requests.outcomes import AttemptFailed, at_deadline, failed_error, typed_error
 from llmnode.nodes.requests.retry import ErrorKind, RetryPolicy
 from llmnode.nodes.requests.scheduler import Candidate, Choice, InFlightLedger, choose
 from llmnode.nodes.requests.server import RequestServer
@@ -81,8 +77,10 @@ class Router:
         hedge: bool = False,
         policy: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        loads: LoadSampler | None = None,  # asks stale candidates for their load (Sparrow)
     ) -> None:
         self._clock = clock  # unix seconds; tests inject their own
+        self.loads = loads
         self._view = view
         self._server = server
         self._send = send
@@ -186,6 +184,8 @@ class Router:
                 if remaining <= 0:
                     raise at_deadline(last_error, service, timeout)
                 candidates = self._candidates(service, only)
+                if self.loads is not None and await self.loads.refresh(candidates):
+                    candidates = self._candidates(service, only)
                 if not candidates:
                     if (
                         not self._view.advertised_anywhere(service)

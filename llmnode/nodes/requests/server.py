@@ -29,7 +29,16 @@ from llmnode.log import get_logger
 from llmnode.nodes.requests.scheduler import is_full
 from llmnode.nodes.requests.service import Emit, Service, ServiceCall
 from llmnode.schemas.base import WireMessage
-from llmnode.schemas.requests import Accept, Chunk, ErrorReply, Refuse, Request, Result
+from llmnode.schemas.requests import (
+    Accept,
+    Chunk,
+    ErrorReply,
+    LoadQuery,
+    LoadReport,
+    Refuse,
+    Request,
+    Result,
+)
 from llmnode.schemas.state import ServiceLoad
 
 log = get_logger(__name__)
@@ -61,6 +70,19 @@ class RequestServer:
         if service is None:
             return None
         return _with_active(service.info().load, self.active[name])
+
+    def load_report(self, query: LoadQuery) -> LoadReport:
+        """The answer to a caller's :class:`LoadQuery` (-1: not served here)."""
+        load = self.load_of(query.service)
+        if load is None:
+            return LoadReport(id=query.id, service=query.service)
+        return LoadReport(
+            id=query.id,
+            service=query.service,
+            queue_depth=load.queue_depth,
+            in_flight=load.in_flight,
+            ewma_service_ms=load.ewma_service_ms,
+        )
 
     def begin(self, name: str) -> None:
         self.active[name] += 1
