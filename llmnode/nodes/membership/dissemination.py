@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 from llmnode.nodes.membership.config import suspicion_timeout
-from llmnode.nodes.membership.digests import bucket_count, bucket_of, differing, digest
+from llmnode.nodes.membership.digests import bucket_count, bucket_of, differing
 from llmnode.nodes.membership.members import (
     LIVE_STATES,
     EventKind,
@@ -68,16 +68,19 @@ class Dissemination(MembershipState):
 
     def _push_pull_round(self, out: list[Outbound]) -> None:
         targets = self._random_members(1, lambda member: member.state == "alive")
-        if targets:
+        if targets and self.config.digest_push_pull:
             count = bucket_count(len(self._members))
             message = PushPull(members=[], reply=True, digest=self._digest(count))
+            out.extend(Outbound(t.node, t.address, message) for t in targets)
+        elif targets:
+            message = self._push_pull(join=False, reply=True)
             out.extend(Outbound(t.node, t.address, message) for t in targets)
         elif self._seeds and not self._leaving:
             out.extend(self._join_seeds())  # alone: keep trying the seeds
 
     def _digest(self, count: int) -> list[int]:
         records = self._records
-        return digest(
+        return self._digests.digest(
             (
                 (m.node, m.incarnation, m.state, r.version if (r := records.get(m.node)) else 0)
                 for m in self._members.values()
@@ -211,6 +214,12 @@ class Dissemination(MembershipState):
         return PushPull(
             members=members, records=list(self._records.values()), join=join, reply=reply
         )
+
+    def _record_item(self, record: SignedRecord) -> GossipItem | RecordVersion:
+        """What is gossiped about a new record: its announcement (or itself, the old way)."""
+        if self.config.lazy_records:
+            return RecordVersion(record.origin, record.version)
+        return record
 
     def _merge(self, items: Iterable[GossipItem], now: float) -> None:
         for item in items:
@@ -349,5 +358,4 @@ class Dissemination(MembershipState):
             MemberEvent("record_updated", record.origin, address, incarnation, now, record)
         )
         if announce:
-            announcement = RecordVersion(record.origin, record.version)
-            self._broadcasts.enqueue((b"record", record.origin), announcement)
+            self._broadcasts.enqueue((b"record", record.origin), self._record_item(record))

@@ -41,7 +41,6 @@ from llmnode.schemas.membership import (
     PingReq,
     PushPull,
     RecordPull,
-    RecordVersion,
     SignedRecord,
 )
 
@@ -139,8 +138,7 @@ class Membership(FailureDetection):
                 f"record version {record.version} is not newer than {current.version}"
             )
         self._records[self.self_id] = record
-        announcement = RecordVersion(self.self_id, record.version)
-        self._broadcasts.enqueue((b"record", self.self_id), announcement)
+        self._broadcasts.enqueue((b"record", self.self_id), self._record_item(record))
 
     def receive(self, sender: bytes, message: object, now: float) -> list[Outbound]:
         """Handle one message that the bus authenticated as coming from ``sender``."""

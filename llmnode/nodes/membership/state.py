@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from llmnode.nodes.membership.broadcasts import BroadcastQueue
 from llmnode.nodes.membership.config import MembershipConfig, retransmit_limit
+from llmnode.nodes.membership.digests import DigestCache
 from llmnode.nodes.membership.members import (
     LIVE_STATES,
     EventKind,
@@ -80,6 +81,7 @@ class MembershipState:
         self._next_push_pull = 0.0
         self.own_record_floor = 0  # highest version of our own record seen from others
         self._wanted: dict[bytes, tuple[int, float]] = {}  # origin -> (version, pulled at)
+        self._digests = DigestCache()
 
     def _retransmit_limit(self) -> int:
         return retransmit_limit(self.config.retransmit_multiplier, self._live)
