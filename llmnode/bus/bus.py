@@ -220,6 +220,7 @@ class Bus:
             return False
         if self._transport.send(address, frame):
             self._stats["sent"] += 1
+            self._stats["bytes_sent"] += len(frame)
             return True
         self._stats["send_failed"] += 1
         return False
