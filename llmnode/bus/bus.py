@@ -93,6 +93,7 @@ class Bus:
         self._rejections: dict[str, int] = {}
         self._stats: dict[str, int] = {
             "sent": 0,
+            "bytes_sent": 0,  # sealed frames, as handed to the transport
             "received": 0,
             "send_failed": 0,
             "send_unknown_peer": 0,
