@@ -176,6 +176,7 @@ def measure(members: int, args: argparse.Namespace) -> dict[str, object]:
         "detection_s": round(detection, 2),
         "detection_bound_s": round(detection_bound(CONFIG, members), 2),
         "detection_ratio": round(detection / detection_bound(CONFIG, members), 3),
+        "detection_source": "model",
     }
     if members <= args.full_max:
         window = 30.0 if members <= 100 else args.window
@@ -202,6 +203,7 @@ def measure(members: int, args: argparse.Namespace) -> dict[str, object]:
             detected = statistics.median(simulated_detection(members, s) for s in range(3))
             row.update(
                 model_detection_s=row["detection_s"],
+                detection_source="simulation",
                 detection_s=round(detected, 2),
                 detection_ratio=round(detected / detection_bound(CONFIG, members), 3),
             )
