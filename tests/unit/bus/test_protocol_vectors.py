@@ -15,9 +15,9 @@ from llmnode.bus.identity import Identity, node_id_to_text
 from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.sealing import DATA, HEADER, HELLO, MAGIC, NO_RECIPIENT, Sealer
 from llmnode.nodes.discovery.beacon import decode_beacon, encode_beacon
+from llmnode.nodes.membership.digests import digest
 from llmnode.schemas.base import PROTOCOL_VERSION
 from llmnode.schemas.handshake import Hello
-from llmnode.nodes.membership.digests import digest
 from llmnode.schemas.membership import Gossip, RecordVersion, signed_record_content
 from llmnode.schemas.messages import decode, encode
 from llmnode.schemas.requests import Request
