@@ -2,8 +2,8 @@
 
 A :class:`Node` runs until stopped, under one ``asyncio.TaskGroup``: the receive loop dispatches
 frames to membership or the request path, the membership ticker probes and gossips, the state loop
-re-signs this node's state record, the control socket serves local clients, and the join loop finds
-the mesh through seeds. ``stop()`` leaves gracefully: peers see this node as left, not dead.
+re-signs the state record when capabilities change (not load), the control socket serves local
+clients and the join loop finds the seeds. ``stop()`` leaves: peers see it as left, not dead.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 Top-level messages (they derive :class:`WireMessage` and join the union codec): ``Ping``,
 ``Ack``, ``PingReq``, ``Nack`` (Lifeguard), ``Gossip`` (a dissemination round with no reply
-wanted) and ``PushPull`` (anti-entropy and join). Ping, Ack and Gossip carry a list of gossip
-items: plain tagged structs (``Alive``, ``Suspect``, ``Dead``, ``Left``, ``SignedRecord``) that
-are never messages on their own.
+wanted), ``RecordPull`` (fetch announced records) and ``PushPull`` (anti-entropy and join).
+Ping, Ack and Gossip carry a list of gossip items: plain tagged structs (``Alive``, ``Suspect``,
+``Dead``, ``Left``, ``SignedRecord``) that are never messages on their own. A new record is
+announced as a :class:`RecordVersion` in ``announce`` (last, with a default: older nodes ignore
+it) rather than pushed whole.
 
 A :class:`SignedRecord` is a node's versioned state (``payload`` = msgpack of
 :class:`llmnode.schemas.state.NodeState`, opaque to membership) signed by its origin over
