@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from llmnode.errors import NoCapacity
+from llmnode.nodes.mesh.records import service_time_class
 from llmnode.nodes.mesh.view import MeshView
 from llmnode.nodes.requests.candidates import candidates as node_candidates
 from llmnode.nodes.requests.loads import PROBES, stale_sample
@@ -196,6 +197,7 @@ class Simulation:
         # Load on demand (the node as built since issue 18): records carry capabilities only,
         # published once; a stale sample of candidates is asked (one RTT) before choosing.
         self.load_on_demand = load_on_demand
+        self.published_band = [0] * len(self.specs)
         self.specs = mesh() if specs is None else specs
         self.nodes = [NodeRuntime(spec) for spec in self.specs]
         self.node_ids = [index.to_bytes(2, "big") * 16 for index in range(len(self.specs))]
@@ -475,7 +477,14 @@ class Simulation:
     # -- gossip ---------------------------------------------------------------------------------
 
     def on_publish(self, now: float, index: int) -> None:
-        if self.policy == "llmnode" and not self.load_on_demand:
+        if self.policy == "llmnode" and self.load_on_demand:
+            # A new record only when the service time leaves its band (capability_key)
+            band = service_time_class(self.nodes[index].ewma_service_ms)
+            if band == self.published_band[index]:
+                self.push(now + GOSSIP_INTERVAL, PUBLISH, index)
+                return
+            self.published_band[index] = band
+        if self.policy == "llmnode":
             node = self.nodes[index]
             snapshot = (node.queue_depth, node.busy, node.ewma_service_ms, now)
             for observer in range(len(self.nodes)):

@@ -6,6 +6,7 @@ origin over (domain, origin, version, payload) means no relay can forge or alter
 
 from __future__ import annotations
 
+import math
 import struct
 
 import msgspec
@@ -63,10 +64,22 @@ def decode_state(record: SignedRecord) -> NodeState:
         raise Rejected("bad_record", str(error)[:200]) from error
 
 
+SERVICE_TIME_STEP = 1.25  # a service time 25 % away from the one last gossiped is a change
+
+
+def service_time_class(ewma_service_ms: float) -> int:
+    """Which band of width ×1.25 a service time falls in (0: not measured yet)."""
+    if ewma_service_ms <= 0.0:
+        return 0
+    return 1 + math.floor(math.log(ewma_service_ms) / math.log(SERVICE_TIME_STEP))
+
+
 def capability_key(state: NodeState) -> bytes:
     """What of ``state`` is gossiped as a change: everything but the fast-changing figures (each
-    service's queue, in-flight count, service time and counters; free memory and utilisation;
-    requests served), which travel on replies and :class:`LoadReport` instead."""
+    service's queue, in-flight count and counters; free memory and utilisation; requests
+    served), which travel on replies and :class:`LoadReport` instead. A service time counts
+    only by its band (:func:`service_time_class`): it moves slowly, and callers need it for
+    nodes they have not sent to yet."""
     services = [
         msgspec.structs.replace(
             info,
@@ -74,6 +87,7 @@ def capability_key(state: NodeState) -> bytes:
                 slots=info.load.slots,
                 queue_limit=info.load.queue_limit,
                 memory_mb=info.load.memory_mb,
+                ewma_service_ms=float(service_time_class(info.load.ewma_service_ms)),
             ),
         )
         for info in state.services
