@@ -197,9 +197,9 @@ class Simulation:
         # Load on demand (the node as built since issue 18): records carry capabilities only,
         # published once; a stale sample of candidates is asked (one RTT) before choosing.
         self.load_on_demand = load_on_demand
-        self.published_band = [0] * len(self.specs)
         self.specs = mesh() if specs is None else specs
         self.nodes = [NodeRuntime(spec) for spec in self.specs]
+        self.published_band = [0] * len(self.specs)
         self.node_ids = [index.to_bytes(2, "big") * 16 for index in range(len(self.specs))]
         self.rate = load * sum(spec.throughput for spec in self.specs)
         self.requests = requests
