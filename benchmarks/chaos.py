@@ -10,26 +10,32 @@ Every ``--every`` seconds one fault, in turn, on the next non-entry node:
 
 - ``kill``: kill -9, then restart it on the same data dir and address;
 - ``stop``: SIGSTOP for 10 s, then SIGCONT;
+- ``partition``: the node cut off from every other node for 10 s, then healed;
 - ``rotate``: a mesh key rotation on every node (``llmnode keys add``, ``use``, ``remove``).
 
-A partition and heal needs network namespaces: tests/cluster does it with nftables; this script
-does not (it runs unprivileged on 127.0.0.1).
+The partition needs network namespaces: with root, ``ip`` and ``nft`` (and unless ``--no-netns``)
+every node runs in a namespace of its own on a private bridge (tests/cluster/netns.py; the kernel
+has no netem, so the cut is an nftables drop rule on both sides), the SDK and the CLI reaching the
+entry node through its control socket in the data dir. Without them the nodes run on 127.0.0.1
+and the partition is left out of the cycle (the JSON says ``"partition": false``).
 
 Each agent request carries a unique id that the ``Ledger`` appends to a file; an id written
 twice is a duplicated non-idempotent request. A request is ``lost`` if it neither completed nor
 failed with a typed :class:`MeshError` within its deadline plus 5 s. Latency p99 is split by
 whether the request started in a calm window or within a fault (from the fault until the entry
-node again sees every node alive). ``recovery_s`` per fault is that time. Prints one JSON
+node again sees every node alive). ``recovery_s`` per fault is the time from the end of the fault
+(the node restarted, resumed or healed, the rotation done) until that full view. Prints one JSON
 object as its last line: ``sent``, ``completed``, ``failed`` (by error), ``lost``,
 ``duplicated``, ``p99_calm_ms``, ``p99_faults_ms``, ``recovery_s_max``.
 
-Usage: ``python benchmarks/chaos.py [--minutes 10] [--every 20] [--concurrency 2]``.
+Usage: ``python benchmarks/chaos.py [--minutes 10] [--every 20] [--concurrency 2] [--no-netns]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -46,12 +52,15 @@ from llmnode.agents.agent import Agent, handler
 from llmnode.bus.keyring import MeshKeyRing
 from llmnode.client.mesh import Mesh, connect
 from llmnode.errors import MeshError
+from tests.cluster import netns
 from tests.support.mesh import LocalMesh, NodeProcess, wait_for
 
 EMBED = "all-minilm-l6-v2"
 CHAT = "smollm2-135m-instruct"
 LEDGER_ENV = "LLMNODE_CHAOS_LEDGER"
 DEADLINE_S = 20.0
+CUT_S = 10.0  # how long a SIGSTOP or a partition lasts
+NAMES = ["entry", "embed0", "embed1", "chat0", "chat1"]
 
 
 class Ledger(Agent):
@@ -74,6 +83,7 @@ class Recorder:
         self.lost = 0
         self.latencies: list[tuple[float, float]] = []  # (start, seconds)
         self.faults: list[tuple[float, float]] = []  # (start, end of recovery)
+        self.kinds: list[str] = []  # "kind:node" of each fault, in order
 
     async def one(self, kind: str, call: Any) -> None:
         self.sent += 1
@@ -121,7 +131,9 @@ def all_alive(entry: NodeProcess, names: set[str]) -> bool:
     return {n for n, s in states.items() if s == "alive"} >= names
 
 
-async def fault(kind: str, node: NodeProcess, mesh: LocalMesh) -> None:
+async def fault(
+    kind: str, node: NodeProcess, mesh: LocalMesh, cluster: netns.Cluster | None
+) -> None:
     assert node.process is not None
     if kind == "kill":
         node.kill()
@@ -129,8 +141,14 @@ async def fault(kind: str, node: NodeProcess, mesh: LocalMesh) -> None:
         node.start()
     elif kind == "stop":
         node.process.send_signal(signal.SIGSTOP)
-        await asyncio.sleep(10.0)
+        await asyncio.sleep(CUT_S)
         node.process.send_signal(signal.SIGCONT)
+    elif kind == "partition":
+        assert cluster is not None
+        others = [each.name for each in mesh.nodes if each is not node]
+        await asyncio.to_thread(cluster.partition, [node.name], others)
+        await asyncio.sleep(CUT_S)
+        await asyncio.to_thread(cluster.heal)
     else:
         new = MeshKeyRing.key_to_text(MeshKeyRing.generate_key())
         old = mesh.key
@@ -153,17 +171,27 @@ def p99_ms(values: list[float]) -> float | None:
     return round(1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1)
 
 
-async def chaos(minutes: float, every: float, concurrency: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as root:
+def placement(cluster: netns.Cluster | None, name: str) -> dict[str, Any]:
+    """Where node ``name`` runs: its own namespace in ``cluster``, else 127.0.0.1."""
+    if cluster is None:
+        return {}
+    node = cluster.node(name)
+    return {"host": node.address, "prefix": ["ip", "netns", "exec", node.namespace]}
+
+
+async def chaos(minutes: float, every: float, concurrency: int, use_netns: bool) -> dict[str, Any]:
+    cluster = netns.Cluster(NAMES) if use_netns else None
+    with tempfile.TemporaryDirectory() as root, cluster or contextlib.nullcontext():
         mesh = LocalMesh(Path(root))
         mesh.env[LEDGER_ENV] = str(Path(root) / "ledger.txt")
         mesh.env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), *sys.path])
         agent = ["--agent", "benchmarks.chaos:Ledger"]
         try:
-            entry = mesh.add("entry")
-            workers = [mesh.add(f"embed{i}", ["--model", EMBED, *agent]) for i in range(2)] + [
-                mesh.add(f"chat{i}", ["--model", CHAT, *agent]) for i in range(2)
-            ]
+            entry = mesh.add("entry", **placement(cluster, "entry"))
+            workers = []
+            for name in NAMES[1:]:
+                serve = ["--model", EMBED if name.startswith("embed") else CHAT, *agent]
+                workers.append(mesh.add(name, serve, **placement(cluster, name)))
             names = {n.name for n in mesh.nodes}
             mesh.wait_converged(timeout=120)
             recorder = Recorder()
@@ -175,18 +203,26 @@ async def chaos(minutes: float, every: float, concurrency: int) -> dict[str, Any
                     for _ in range(concurrency)
                 ]
                 start = time.monotonic()
-                kinds = ("kill", "stop", "rotate")
+                kinds = (
+                    ("kill", "stop", "partition", "rotate")
+                    if cluster
+                    else ("kill", "stop", "rotate")
+                )
                 index = 0
                 recoveries: list[float] = []
                 while time.monotonic() - start < minutes * 60:
                     await asyncio.sleep(every)
-                    kind, node = kinds[index % 3], workers[index % len(workers)]
+                    kind = kinds[index % len(kinds)]
+                    # Each kind meets every worker in turn (not always the same one).
+                    node = workers[(index + index // len(workers)) % len(workers)]
                     index += 1
                     began = time.monotonic()
-                    await fault(kind, node, mesh)
+                    await fault(kind, node, mesh, cluster)
+                    ended = time.monotonic()  # restarted, resumed, healed or rotated
                     await asyncio.to_thread(wait_recovered, entry, names, kind)
-                    recoveries.append(time.monotonic() - began)
+                    recoveries.append(time.monotonic() - ended)
                     recorder.faults.append((began, time.monotonic()))
+                    recorder.kinds.append(f"{kind}:{node.name}")
                 stop.set()
                 await asyncio.gather(*loads)
         finally:
@@ -195,7 +231,7 @@ async def chaos(minutes: float, every: float, concurrency: int) -> dict[str, Any
                     with_signal_cont(node)
                     node.stop()
         ledger = await asyncio.to_thread(read_ledger, Path(mesh.env[LEDGER_ENV]))
-    return summarize(recorder, recoveries, ledger, minutes)
+    return {**summarize(recorder, recoveries, ledger, minutes), "partition": cluster is not None}
 
 
 def read_ledger(path: Path) -> Counter[str]:
@@ -226,6 +262,7 @@ def summarize(
         "duplicated": sum(1 for count in ledger.values() if count > 1),
         "p99_calm_ms": p99_ms(calm),
         "p99_faults_ms": p99_ms(faulty),
+        "fault_kinds": recorder.kinds,
         "recovery_s": [round(value, 1) for value in recoveries],
         "recovery_s_max": round(max(recoveries), 1) if recoveries else None,
     }
@@ -236,8 +273,16 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--every", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument(
+        "--no-netns", action="store_true", help="stay on 127.0.0.1 (no partition fault)"
+    )
     arguments = parser.parse_args()
-    print(json.dumps(asyncio.run(chaos(arguments.minutes, arguments.every, arguments.concurrency))))
+    missing = None if arguments.no_netns else netns.missing_requirements()
+    if missing is not None:
+        print(f"no partition fault: {missing}", file=sys.stderr)
+    use_netns = not arguments.no_netns and missing is None
+    result = chaos(arguments.minutes, arguments.every, arguments.concurrency, use_netns)
+    print(json.dumps(asyncio.run(result)))
 
 
 if __name__ == "__main__":

@@ -11,9 +11,13 @@ slope per hour with its bound (2 standard errors): a slope whose magnitude is un
 indistinguishable from zero. The baseline is the same fit over the warm-up samples
 (``warmup_rss_slope_kb_per_h``), where growth is expected. Prints one JSON object as its last
 line: ``rss_slope_kb_per_h``, ``fd_slope_per_h`` (the node with the largest magnitude), their
-bounds, ``*_flat`` verdicts, requests completed and failed.
+bounds, ``*_flat`` verdicts, ``rss_slope_late_kb_per_h`` (the same fit over the later half of the
+steady window: a leak keeps its slope there, a heap still settling flattens), requests completed
+and failed.
 
-Usage: ``python benchmarks/soak.py [--minutes 60] [--interval 10] [--warmup 5]``.
+Usage: ``python benchmarks/soak.py [--minutes 60] [--interval 10] [--warmup 5] [--rate 0]
+[--samples FILE]``; ``--rate`` paces each loop (requests per second) for a low, steady load on a
+shared machine, ``--samples`` keeps the series.
 """
 
 from __future__ import annotations
@@ -64,8 +68,13 @@ def fit(times_h: list[float], values: list[float]) -> tuple[float, float]:
     return slope, 2 * math.sqrt(residual / (n - 2) / sxx)
 
 
-async def load(entry: NodeProcess, stop: asyncio.Event, counts: dict[str, int]) -> None:
+async def load(
+    entry: NodeProcess, stop: asyncio.Event, counts: dict[str, int], rate: float
+) -> None:
+    """One loop of embeds; ``rate`` > 0 paces it to that many requests per second."""
+    period = 1.0 / rate if rate > 0 else 0.0
     async with connect(entry.data_dir, name="soak") as mesh:
+        next_at = time.monotonic()
         while not stop.is_set():
             try:
                 await mesh.embed(MODEL, "the mesh keeps running", timeout=30)
@@ -74,9 +83,22 @@ async def load(entry: NodeProcess, stop: asyncio.Event, counts: dict[str, int]) 
                 counts[f"failed_{type(error).__name__}"] = (
                     counts.get(f"failed_{type(error).__name__}", 0) + 1
                 )
+            next_at += period
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                next_at = time.monotonic()  # behind: do not burst to catch up
 
 
-async def soak(minutes: float, interval: float, warmup: float, concurrency: int) -> dict[str, Any]:
+async def soak(
+    minutes: float,
+    interval: float,
+    warmup: float,
+    concurrency: int,
+    rate: float = 0.0,
+    samples_out: Path | None = None,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as root:
         mesh = LocalMesh(Path(root))
         try:
@@ -91,7 +113,9 @@ async def soak(minutes: float, interval: float, warmup: float, concurrency: int)
             nodes = [entry, *servers]
             counts: dict[str, int] = {"completed": 0}
             stop = asyncio.Event()
-            loaders = [asyncio.create_task(load(entry, stop, counts)) for _ in range(concurrency)]
+            loaders = [
+                asyncio.create_task(load(entry, stop, counts, rate)) for _ in range(concurrency)
+            ]
             samples: list[dict[str, Any]] = []
             start = time.monotonic()
             while time.monotonic() - start < minutes * 60:
@@ -101,6 +125,9 @@ async def soak(minutes: float, interval: float, warmup: float, concurrency: int)
                     row[node.name] = proc_sample(node.process.pid)
                 row["peers"] = len(await asyncio.to_thread(entry.peers))
                 samples.append(row)
+                if samples_out is not None:
+                    with samples_out.open("a") as out:
+                        out.write(json.dumps(row) + "\n")
                 await asyncio.sleep(interval)
             stop.set()
             await asyncio.gather(*loaders)
@@ -120,7 +147,13 @@ def summarize(
 ) -> dict[str, Any]:
     steady = [s for s in samples if s["t_h"] >= warmup_h]
     early = [s for s in samples if s["t_h"] < warmup_h]
-    result: dict[str, Any] = {"minutes": minutes, "samples": len(samples), **counts}
+    elapsed = samples[-1]["t_h"] * 60 if samples else 0.0
+    result: dict[str, Any] = {
+        "minutes": minutes,
+        "minutes_sampled": round(elapsed, 2),
+        "samples": len(samples),
+        **counts,
+    }
     for metric, key in (("rss_kb", "rss_slope_kb_per_h"), ("fds", "fd_slope_per_h"),
                         ("threads", "thread_slope_per_h")):  # fmt: skip
         fits = {
@@ -133,6 +166,16 @@ def summarize(
         result[key.replace("slope", "bound")] = round(bound, 2)
         result[key.replace("_per_h", "_flat").replace("_kb", "")] = abs(slope) <= bound
         result[f"{key}_node"] = worst
+    # The later half of the steady window alone: a leak keeps its slope, a heap settling after
+    # warm-up flattens (the fit over the whole window mixes the two).
+    late = steady[len(steady) // 2 :]
+    late_fits = {
+        name: fit([s["t_h"] for s in late], [s[name]["rss_kb"] for s in late]) for name in names
+    }
+    late_worst = max(names, key=lambda name: abs(late_fits[name][0]))
+    result["rss_slope_late_kb_per_h"] = round(late_fits[late_worst][0], 2)
+    result["rss_bound_late_kb_per_h"] = round(late_fits[late_worst][1], 2)
+    result["rss_slope_late_kb_per_h_node"] = late_worst
     warmup: list[float] = [
         fit([s["t_h"] for s in early], [s[n]["rss_kb"] for s in early])[0] for n in names
     ]
@@ -150,9 +193,20 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=5.0, help="minutes left out of the fit")
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="requests/s per loop (0: as fast as served)"
+    )
+    parser.add_argument("--samples", type=Path, help="append every sample here (JSON lines)")
     arguments = parser.parse_args()
     result = asyncio.run(
-        soak(arguments.minutes, arguments.interval, arguments.warmup, arguments.concurrency)
+        soak(
+            arguments.minutes,
+            arguments.interval,
+            arguments.warmup,
+            arguments.concurrency,
+            arguments.rate,
+            arguments.samples,
+        )
     )
     print(json.dumps(result))
 

@@ -2,8 +2,9 @@
 
 An :class:`AgentHost` registers its agents with the node (``CtlRegister``), which advertises them
 in its signed gossip state and forwards their traffic here: ``CtlCall`` (a request; answered with
-``CtlAgentReply``, or ``CtlAgentChunk``s then the reply for streams), ``CtlDelivery`` (a one-way
-message or a topic publication) and ``CtlCallCancelled``. Handlers run concurrently, at most
+``CtlAgentReply``, or ``CtlAgentChunk``s then the reply for streams; a ``send`` call is answered
+as soon as a handler takes it), ``CtlDelivery`` (a one-way message or a topic publication) and
+``CtlCallCancelled``. Handlers run concurrently, at most
 ``Agent.slots`` at a time per agent, each within its call's deadline. A handler that raises
 answers the requester with a :class:`~llmnode.errors.HandlerError` and the agent keeps serving.
 The host heartbeats the node (a ``CtlStatus`` every 2 s; the node drops agents of a client it has
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from llmnode.agents.agent import Agent, Context
+from llmnode.agents.agent import Agent, Context, HandlerSpec
 from llmnode.client.envelope import convert_body, decode_envelope, encode_envelope
 from llmnode.errors import (
     ConfigError,
@@ -52,6 +53,7 @@ from llmnode.schemas.control import (
     CtlStatus,
     CtlUnregister,
 )
+from llmnode.schemas.requests import SEND_METHOD
 
 if TYPE_CHECKING:
     from llmnode.client.connection import ControlClient
@@ -301,9 +303,14 @@ class AgentHost:
             )
             hosted.calls.pop(call.call_id, None)
             return
-        context = hosted.context.for_call(
-            caller=call.caller, caller_node=call.caller_node, deadline=call.deadline
-        )
+        sending = call.method == SEND_METHOD  # one-way: no deadline, as a CtlDelivery has none
+        until, by = None if sending else call.deadline, call.caller_node
+        context = hosted.context.for_call(caller=call.caller, caller_node=by, deadline=until)
+        if sending:  # taken: answer now and let the handler run on
+            hosted.calls.pop(call.call_id, None)
+            self._spawn(self._run_dropping(hosted, spec, message, context), "agent_delivery")
+            await self._reply(CtlAgentReply(call_id=call.call_id, data=encode_envelope(None)))
+            return
         function = getattr(hosted.agent, spec.attribute)
         arguments = (message, context) if spec.takes_context else (message,)
         deadline = asyncio.get_running_loop().time() + max(0.0, call.deadline - time.time())
@@ -368,6 +375,12 @@ class AgentHost:
         context = hosted.context.for_call(
             caller=delivery.caller, caller_node=delivery.caller_node, deadline=None
         )
+        await self._run_dropping(hosted, spec, message, context)
+
+    async def _run_dropping(
+        self, hosted: _Hosted, spec: HandlerSpec, message: Any, context: Context
+    ) -> None:  # a one-way message's handler: its result is dropped, its failure logged
+        agent_class = type(hosted.agent)
         function = getattr(hosted.agent, spec.attribute)
         arguments = (message, context) if spec.takes_context else (message,)
         try:

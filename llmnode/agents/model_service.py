@@ -140,13 +140,19 @@ class ModelService:
         return await collect_result(self.runtime.stream(request), on_chunk=forward)
 
     async def _embed(self, request: EmbedRequest) -> EmbedResult:
-        if not request.texts:
+        texts = request.texts
+        if request.token_ids:
+            detokenize = getattr(self.runtime, "detokenize", None)
+            if detokenize is None:
+                raise ModelError(f"model {self.name!r} does not take token ids")
+            texts = detokenize(request.token_ids)
+        if not texts:
             return EmbedResult(dim=0, model=self.name)
-        output = await self.runtime.embed(request.texts)
+        output = await self.runtime.embed(texts)
         if isinstance(output, EmbedResult):
             return output
         matrix = np.ascontiguousarray(output, dtype="<f4")
-        if matrix.ndim != 2 or matrix.shape[0] != len(request.texts):
+        if matrix.ndim != 2 or matrix.shape[0] != len(texts):
             raise ModelError(f"model {self.name!r} returned embeddings of shape {matrix.shape}")
         return EmbedResult(data=matrix.tobytes(), dim=int(matrix.shape[1]), model=self.name)
 

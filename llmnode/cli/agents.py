@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, TextIO, TypeVar
 
 import typer
 
-from llmnode.cli.common import DataDir, fail
+from llmnode.cli.common import DataDir, guard
 from llmnode.client.sync import SyncMesh, connect_sync
-from llmnode.errors import ConfigError, MeshError
+from llmnode.errors import ConfigError
 from llmnode.schemas.inference import ChatMessage
 
 T = TypeVar("T")
@@ -127,15 +127,6 @@ def chat(
 # ---- Typer ----------------------------------------------------------------------------------
 
 
-def _run(action: Callable[[], T]) -> T:
-    try:
-        return action()
-    except MeshError as error:
-        fail(str(error))
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-
-
 def register(app: typer.Typer) -> None:
     """Add ``send``, ``request``, ``chat`` and ``embed`` to ``app``."""
 
@@ -146,7 +137,7 @@ def register(app: typer.Typer) -> None:
         data_dir: DataDir = None,
     ) -> None:
         """Send a one-way message to an agent."""
-        _run(lambda: send(agent, message, data_dir=data_dir))
+        guard(lambda: send(agent, message, data_dir=data_dir))
 
     @app.command("request")
     def request_command(
@@ -156,7 +147,7 @@ def register(app: typer.Typer) -> None:
         data_dir: DataDir = None,
     ) -> None:
         """Send a request to an agent and print its reply as JSON."""
-        reply = _run(lambda: request(agent, message, timeout=timeout, data_dir=data_dir))
+        reply = guard(lambda: request(agent, message, timeout=timeout, data_dir=data_dir))
         typer.echo(_to_json(reply))
 
     @app.command("chat")
@@ -171,7 +162,7 @@ def register(app: typer.Typer) -> None:
         data_dir: DataDir = None,
     ) -> None:
         """Chat with a model through the mesh (streams the answer; keeps the history)."""
-        _run(
+        guard(
             lambda: chat(
                 model,
                 message=message,
@@ -190,7 +181,7 @@ def register(app: typer.Typer) -> None:
         data_dir: DataDir = None,
     ) -> None:
         """Embed texts with a model through the mesh."""
-        vectors = _run(lambda: embed(model, texts, data_dir=data_dir))
+        vectors = guard(lambda: embed(model, texts, data_dir=data_dir))
         if as_json:
             typer.echo(_to_json({"model": model, "vectors": vectors}))
             return

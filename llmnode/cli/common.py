@@ -7,7 +7,7 @@ non-zero exit status; no library traceback reaches the user.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -34,11 +34,21 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine``; a MeshError ends the command with one line, Ctrl-C with status 130."""
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command ended by Ctrl-C
+
+
+def guard(action: Callable[[], T]) -> T:
+    """Call ``action``; a MeshError ends the command with one line (status 1), Ctrl-C with the
+    line ``interrupted`` (status 130), never a traceback."""
     try:
-        return asyncio.run(coroutine)
+        return action()
     except MeshError as error:
         fail(str(error))
     except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+        typer.secho("\ninterrupted", err=True)
+        raise typer.Exit(INTERRUPTED) from None
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` under :func:`guard`."""
+    return guard(lambda: asyncio.run(coroutine))

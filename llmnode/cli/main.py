@@ -68,12 +68,15 @@ def main() -> None:
 def _mount() -> None:
     """The commands, in the order ``llmnode --help`` lists them."""
     from llmnode.agents.models.cli import app as models_app  # noqa: PLC0415
-    from llmnode.cli import agents, keys, node  # noqa: PLC0415
+    from llmnode.cli import agents, deploy, keys, node  # noqa: PLC0415
 
     keys.register(app)
     node.register(app)
     app.command()(schema)
-    app.add_typer(models_app, name="models", help="Pull, export, list and remove models.")
+    deploy.register(models_app)
+    app.add_typer(
+        models_app, name="models", help="Pull, export, list and remove models; deploy them."
+    )
     agents.register(app)
     from llmnode.http.cli import api_keys_app  # noqa: PLC0415
 

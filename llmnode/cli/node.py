@@ -103,7 +103,12 @@ def start(
 ) -> None:
     """Run a node until SIGINT/SIGTERM, then leave the mesh gracefully."""
     from llmnode import log  # noqa: PLC0415
-    from llmnode.cli.runner import load_agents, load_keyring, run_node  # noqa: PLC0415
+    from llmnode.cli.runner import (  # noqa: PLC0415
+        ensure_data_dir,
+        load_agents,
+        load_keyring,
+        run_node,
+    )
     from llmnode.config import load_config, resolve_data_dir  # noqa: PLC0415
 
     overrides: dict[str, Any] = {
@@ -137,8 +142,7 @@ def start(
         fail(str(error), code=2)
     try:
         log.configure(settings.log_level, json=settings.log_json)
-        directory = resolve_data_dir(settings.data_dir)
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory = ensure_data_dir(resolve_data_dir(settings.data_dir))
         load_keyring(directory, mesh_key)
     except MeshError as error:
         fail(str(error))
@@ -209,13 +213,28 @@ def peers(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
         typer.echo(json.dumps(_to_builtins(rows), indent=2))
         return
     from rich.console import Console  # noqa: PLC0415
+
+    console = Console()
+    if not console.is_terminal:  # piped or redirected: as wide as the rows, so nothing is cut
+        console = Console(width=UNBOUNDED_WIDTH)
+    console.print(peers_table(rows))
+
+
+UNBOUNDED_WIDTH = 10_000
+
+
+def peers_table(rows: list[dict[str, Any]]) -> Any:
+    """The ``peers`` table (a rich Table): cells that do not fit wrap onto more lines (full
+    addresses and model names, one service a line), never cut off; ``node`` is the id's first 12
+    characters, enough for ``name@node``."""
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(box=None)
     for column in ("node", "name", "state", "inc", "address", "gpus", "free MiB", "load", "heard"):
-        table.add_column(column)
+        short = column in ("node", "state", "inc", "free MiB", "heard")  # narrowed last
+        table.add_column(column, overflow="fold", no_wrap=short, min_width=4 if short else None)
     for row in rows:
-        load = ", ".join(
+        load = "\n".join(
             f"{name}: q{v['queue']} f{v['in_flight']} {v['service_ms']}ms"
             for name, v in row.get("load", {}).items()
             if name != "subscriptions"
@@ -236,7 +255,7 @@ def peers(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
             load or "-",
             heard,
         )
-    Console().print(table)
+    return table
 
 
 def register(app: typer.Typer) -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmnode.bus.identity import Identity
+from llmnode.bus.identity import Identity, write_secret_file
 from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.transport import Transport
 from llmnode.bus.zmq_transport import ZmqTransport
@@ -23,6 +24,8 @@ from llmnode.errors import ConfigError
 from llmnode.log import get_logger
 from llmnode.nodes.control.server import KEYRING_FILE
 from llmnode.nodes.node import Node
+from llmnode.nodes.placement.autoscale import AutoscalePolicy
+from llmnode.nodes.placement.host import NodePlacement
 from llmnode.nodes.requests.service import Service
 from llmnode.schemas.config import NodeConfig
 
@@ -35,10 +38,17 @@ log = get_logger(__name__)
 IDENTITY_FILE = "identity.key"
 GIL_SWITCH_INTERVAL_S = 0.0005
 INCARNATION_FILE = "incarnation"
+DATA_DIR_MODE = 0o700
 
 
 def ensure_data_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """The data dir, created or (if others could read it) narrowed to mode 0700: it holds keys."""
+    path.mkdir(parents=True, exist_ok=True, mode=DATA_DIR_MODE)
+    try:
+        if stat.S_IMODE(path.stat().st_mode) & ~DATA_DIR_MODE:
+            path.chmod(DATA_DIR_MODE)
+    except OSError as error:
+        raise ConfigError(f"cannot make {path} private: {error.strerror or error}") from error
     return path
 
 
@@ -87,7 +97,7 @@ def next_incarnation(data_dir: Path) -> int:
     except (FileNotFoundError, ValueError):
         previous = -1
     current = previous + 1
-    path.write_text(str(current))
+    write_secret_file(path, str(current))  # 0600 like every file here, and atomic
     return current
 
 
@@ -116,6 +126,43 @@ def build_model_services(config: NodeConfig) -> list[Service]:
             )
         )
     return services
+
+
+def build_placement(node: Node, config: NodeConfig) -> NodePlacement:
+    """The node's placement: deployments, the loop, and the model side (store, transfer, runtimes).
+    Models started with ``--model`` are pinned replicas: placement counts them and keeps them."""
+    from llmnode.agents.model_host import StoreModels  # noqa: PLC0415 - heavy imports
+    from llmnode.agents.models.store import ModelStore  # noqa: PLC0415
+    from llmnode.agents.models.transfer import ModelTransfer  # noqa: PLC0415
+
+    store = ModelStore(config.model_store or None)
+    rate = config.model_transfer_mb_s * 1e6
+    side = StoreModels(
+        store,
+        node.bus.send,
+        node.server.services,
+        node.state_changed,
+        slots=config.model_slots,
+        queue_limit=config.model_queue_limit,
+        transfer=ModelTransfer(store, node.bus.send, rate_bytes_per_s=rate),
+    )
+    auto = config.autoscale
+    policy = AutoscalePolicy(
+        add_wait_ms=auto.add_wait_ms,
+        add_window_s=auto.add_window_s,
+        remove_wait_ms=auto.remove_wait_ms,
+        quiet_s=auto.quiet_s,
+        cooldown_s=auto.cooldown_s,
+    )
+    return NodePlacement(
+        node.identity,
+        node.view,
+        node.bus.send,
+        side,
+        resources=lambda: node.resources_now,
+        pinned=config.models,
+        policy=policy,
+    )
 
 
 def load_agents(specs: list[str]) -> list[type[Agent]]:
@@ -160,6 +207,8 @@ async def run_node(config: NodeConfig, *, install_signals: bool = True) -> None:
         services=build_model_services(config),
         incarnation=next_incarnation(data_dir),
     )
+    node.placement = build_placement(node, config)
+    node.loops.append(node.placement.run)
     from llmnode.http.runtime import http_loops  # noqa: PLC0415
 
     node.loops += http_loops(node, config.http)

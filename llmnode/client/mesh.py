@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import msgspec
 
+from llmnode.client.admin import NodeAdmin
 from llmnode.client.connection import ControlClient
 from llmnode.client.envelope import convert_body, decode_envelope, encode_envelope
 from llmnode.client.inputs import (
@@ -35,8 +36,9 @@ from llmnode.client.inputs import (
     generate_request,
     model_service,
 )
-from llmnode.schemas.control import CtlPeers, CtlPublish, CtlRequest, CtlSend, CtlStatus
+from llmnode.schemas.control import CtlPublish, CtlRequest
 from llmnode.schemas.inference import EmbedRequest, EmbedResult, GenerateResult, TokenChunk
+from llmnode.schemas.requests import SEND_METHOD
 
 if TYPE_CHECKING:
     from llmnode.agents.agent import Agent
@@ -47,12 +49,11 @@ _ENCODER = msgspec.msgpack.Encoder()
 _TOKEN_CHUNK = msgspec.msgpack.Decoder(TokenChunk)
 _GENERATE_RESULT = msgspec.msgpack.Decoder(GenerateResult)
 _EMBED_RESULT = msgspec.msgpack.Decoder(EmbedResult)
-_ANY = msgspec.msgpack.Decoder()
 DEFAULT_TIMEOUT = 30.0
 GENERATE_TIMEOUT = 120.0
 
 
-class Mesh:
+class Mesh(NodeAdmin):
     """The mesh as seen from one process, through its local node's control socket."""
 
     def __init__(self, client: ControlClient, *, name: str = "") -> None:
@@ -156,14 +157,15 @@ class Mesh:
                 _tag, body = decode_envelope(chunk)
                 yield convert_body(body, item_type)
 
-    async def send(self, to: str, message: Any, *, caller: str | None = None) -> None:
-        """One-way message to agent ``to``; returns once the mesh has it."""
+    async def send(
+        self, to: str, message: Any, *, timeout: float = DEFAULT_TIMEOUT, caller: str | None = None
+    ) -> None:
+        """One-way message to agent ``to``: returns once one of its handlers has taken it (taken
+        at most once; the handler runs on, its result dropped). No handler for it: AgentError."""
+        payload = encode_envelope(message)
         await self.client.call(
-            CtlSend(
-                id=self.client.next_id(),
-                service=to,
-                payload=encode_envelope(message),
-                caller=self._caller(caller),
+            self._request(
+                to, SEND_METHOD, payload, timeout=timeout, caller=caller, idempotent=False
             )
         )
 
@@ -314,22 +316,6 @@ class Mesh:
         )
         result: EmbedResult = decode_answer(_EMBED_RESULT, answer.data, "embedding result")
         return result.rows()
-
-    # ---- the node ----------------------------------------------------------------------------
-
-    async def status(self) -> dict[str, Any]:
-        """The local node: node_id, name, uptime_s, address, resources, services, counters."""
-        answer = await self.client.call(CtlStatus(id=self.client.next_id()))
-        data: dict[str, Any] = decode_answer(_ANY, answer.data, "status") if answer.data else {}
-        return data
-
-    async def peers(self) -> list[dict[str, Any]]:
-        """The members the local node knows, with their state, resources and services."""
-        answer = await self.client.call(CtlPeers(id=self.client.next_id()))
-        data: list[dict[str, Any]] = (
-            decode_answer(_ANY, answer.data, "peers") if answer.data else []
-        )
-        return data
 
     # ---- hosting agents ----------------------------------------------------------------------
 

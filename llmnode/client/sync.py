@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 
+SETTLE_TIMEOUT = 5.0  # seconds an interrupted call may take to finish cancelling
+
 
 def _call(
     method: Callable[Concatenate[Mesh, P], Coroutine[Any, Any, T]],
@@ -83,12 +85,26 @@ class SyncMesh:
     # ---- the loop ----------------------------------------------------------------------------
 
     def run(self, awaitable: Awaitable[T]) -> T:
-        """Run ``awaitable`` on this mesh's loop and return its result (or raise its error)."""
+        """Run ``awaitable`` on this mesh's loop and return its result (or raise its error).
 
-        async def wrapped() -> T:
-            return await awaitable
+        Interrupted while waiting (Ctrl-C), it cancels the call on the loop and waits for it to
+        settle before re-raising, so what runs next (closing a stream, the mesh) never races a
+        call still running there."""
+        settled = threading.Event()
 
-        return asyncio.run_coroutine_threadsafe(wrapped(), self._loop).result()
+        async def start() -> asyncio.Future[T]:
+            task = asyncio.ensure_future(awaitable)
+            task.add_done_callback(lambda _: settled.set())
+            return task
+
+        task = asyncio.run_coroutine_threadsafe(start(), self._loop).result()
+        try:
+            settled.wait()
+        except BaseException:
+            self._loop.call_soon_threadsafe(task.cancel)
+            settled.wait(timeout=SETTLE_TIMEOUT)
+            raise
+        return task.result()
 
     def iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
         """The items of ``iterator`` (on this mesh's loop), as a plain iterator."""
@@ -137,6 +153,10 @@ class SyncMesh:
     embed = _call(Mesh.embed)
     status = _call(Mesh.status)
     peers = _call(Mesh.peers)
+    deploy = _call(Mesh.deploy)
+    undeploy = _call(Mesh.undeploy)
+    deployments = _call(Mesh.deployments)
+    pull_from_mesh = _call(Mesh.pull_from_mesh)
 
     def chat(
         self,

@@ -103,7 +103,9 @@ def _authenticate(request: web.Request, gateway: MeshGateway, *, loopback: bool)
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        raise HttpError(401, "missing API key: send 'Authorization: Bearer KEY'", code="no_key")
+        raise HttpError(
+            401, "missing API key: send 'Authorization: Bearer KEY'", code="missing_api_key"
+        )
     digest = key_hash(key.strip())
     if not any(hmac.compare_digest(digest, known) for known in hashes):
         raise HttpError(401, "invalid API key", code="invalid_api_key")

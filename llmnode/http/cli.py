@@ -1,4 +1,4 @@
-"""``llmnode api-keys`` and ``llmnode receipt``: Typer sub-apps the CLI mounts (I/O: files, stdout).
+"""``llmnode api-keys``: the Typer sub-app the CLI mounts (I/O: files, stdout).
 
 Commands parse arguments and call :mod:`llmnode.http.api_keys`; errors exit non-zero with one line.
 """

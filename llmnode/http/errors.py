@@ -22,9 +22,9 @@ RETRY_AFTER_S = 1  # what a 429 asks the client to wait: a slot usually frees wi
 
 _TYPES = {
     400: "invalid_request_error",
-    401: "authentication_error",
+    401: "invalid_request_error",  # OpenAI's own 401 and 404 bodies say so
     403: "permission_error",
-    404: "not_found_error",
+    404: "invalid_request_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 OnChunk = Callable[[bytes], Awaitable[None]]
+OnServed = Callable[[str], None]  # told the name of the node that served the request
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +44,10 @@ class MeshGateway(Protocol):
         idempotent: bool = True,
         caller: str = "",
         on_chunk: OnChunk | None = None,
+        on_served: OnServed | None = None,
     ) -> bytes:
-        """Route one request into the mesh; the final result bytes, or a typed MeshError."""
+        """Route one request into the mesh; the final result bytes, or a typed MeshError.
+        ``on_served`` learns the name of the node that answered, before the result returns."""
         ...
 
     def publish(self, topic: str, payload: bytes, caller: str) -> int:
@@ -53,10 +56,6 @@ class MeshGateway(Protocol):
 
     def models(self) -> list[MeshModel]:
         """Every model served by a live node of the mesh."""
-        ...
-
-    def detokenize(self, model: str, token_ids: list[list[int]]) -> list[str]:
-        """Token-id arrays (of ``model``'s tokenizer) back to text; a MeshError if impossible."""
         ...
 
     def status(self) -> dict[str, object]: ...

@@ -6,24 +6,20 @@ adapter changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from llmnode.http.errors import HttpError
-from llmnode.http.gateway import MeshModel, OnChunk
+from llmnode.http.gateway import MeshModel, OnChunk, OnServed
 from llmnode.nodes.mesh.view import LIVE
 
 if TYPE_CHECKING:
     from llmnode.nodes.node import Node
 
 MODEL_PREFIX = "model:"
-Detokenize = Callable[[str, list[list[int]]], list[str]]
 
 
 class NodeGateway:
-    def __init__(self, node: Node, *, detokenize: Detokenize | None = None) -> None:
+    def __init__(self, node: Node) -> None:
         self._node = node
-        self._detokenize = detokenize
 
     @property
     def node_name(self) -> str:
@@ -44,11 +40,23 @@ class NodeGateway:
         idempotent: bool = True,
         caller: str = "",
         on_chunk: OnChunk | None = None,
+        on_served: OnServed | None = None,
     ) -> bytes:
+        def served(node: bytes) -> None:
+            if on_served is not None:
+                on_served(self.name_of(node))
+
         return await self._node.router.call(
             service, method, payload, timeout=timeout, stream=stream, idempotent=idempotent,
-            caller=caller, on_chunk=on_chunk,
+            caller=caller, on_chunk=on_chunk, on_served=served,
         )  # fmt: skip
+
+    def name_of(self, node: bytes) -> str:
+        """The name a node gives itself in its record; its id when it has no record here."""
+        peer = self._node.view.peers.get(node)
+        if peer is None:
+            return node.hex()
+        return peer.record.name if peer.record is not None else peer.node_text
 
     def publish(self, topic: str, payload: bytes, caller: str) -> int:
         return self._node.clients.topics.publish(topic, payload, caller)
@@ -67,11 +75,6 @@ class NodeGateway:
             MeshModel(name=name, task=task, nodes=tuple(sorted(nodes)))
             for name, (task, nodes) in found.items()
         ]
-
-    def detokenize(self, model: str, token_ids: list[list[int]]) -> list[str]:
-        if self._detokenize is None:
-            raise HttpError(400, "token-id input is not supported by this node", param="input")
-        return self._detokenize(model, token_ids)
 
     def status(self) -> dict[str, object]:
         return self._node.status()

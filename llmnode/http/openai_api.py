@@ -32,7 +32,8 @@ GENERATE_TIMEOUT_S = 300.0
 EMBED_TIMEOUT_S = 60.0
 MAX_TIMEOUT_S = 3600.0
 TIMEOUT_HEADER = "X-Llmnode-Timeout"  # seconds: the request's deadline in the mesh
-NODE_HEADER = "X-Llmnode-Node"  # the node that took the request in
+NODE_HEADER = "X-Llmnode-Node"  # the node that served the request
+ENTRY_HEADER = "X-Llmnode-Entry"  # the node that took it in (this one)
 GENERATION_TASK = "text-generation"
 EMBEDDING_TASK = "feature-extraction"
 
@@ -47,7 +48,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class OpenAIApi:
     def __init__(self, gateway: MeshGateway) -> None:
         self._gateway = gateway
-        self._headers = {NODE_HEADER: gateway.node_name}
+        self._headers = {ENTRY_HEADER: gateway.node_name}
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -72,9 +73,8 @@ class OpenAIApi:
         name = request.match_info["model"]
         for model in self._gateway.models():
             if model.name == name:
-                return self._json(
-                    translate.model_entry(model.name, translate.now(), model.nodes, model.task)
-                )
+                entry = translate.model_entry(model.name, translate.now(), model.nodes, model.task)
+                return self._json(entry, self._gateway.node_name)
         raise _no_model(name)
 
     # -- generation ----------------------------------------------------------------------------
@@ -112,17 +112,20 @@ class OpenAIApi:
             def start(on_chunk: Callable[[bytes], Awaitable[None]]) -> Coroutine[Any, Any, bytes]:
                 return self._gateway.call(
                     service, method, data, timeout=timeout, stream=True, caller=caller,
-                    on_chunk=on_chunk,
+                    on_chunk=on_chunk, on_served=shape.served,
                 )  # fmt: skip
 
             return await stream_completion(
                 request, start, shape, self._headers, translate.finish_reason, translate.usage
             )
+        served: list[str] = []
         result = _generate_result(
-            await self._gateway.call(service, method, data, timeout=timeout, caller=caller)
+            await self._gateway.call(
+                service, method, data, timeout=timeout, caller=caller, on_served=served.append
+            )
         )
         respond = translate.chat_response if chat else translate.completion_response
-        return self._json(respond(ident, body.model, created, result))
+        return self._json(respond(ident, body.model, created, result), "".join(served[-1:]))
 
     # -- embeddings ----------------------------------------------------------------------------
 
@@ -130,15 +133,15 @@ class OpenAIApi:
         body = decode_body(await request.read(), EmbeddingRequest)
         texts, token_ids = translate.embedding_inputs(body)
         self._require(body.model, EMBEDDING_TASK)
-        if token_ids:
-            texts = self._gateway.detokenize(body.model, token_ids)
         timeout = _timeout(request, EMBED_TIMEOUT_S)
+        served: list[str] = []
         raw = await self._gateway.call(
             "model:" + body.model,
             "embed",
-            _msgpack(EmbedRequest(texts=texts)),
+            _msgpack(EmbedRequest(texts=texts, token_ids=token_ids)),
             timeout=timeout,
             caller=body.user or "http",
+            on_served=served.append,
         )
         result = _embed_result(raw)
         rows: list[bytes] | list[list[float]]
@@ -150,7 +153,8 @@ class OpenAIApi:
             rows = result.rows()
         tokens = sum(len(ids) for ids in token_ids)
         return self._json(
-            translate.embedding_response(body.model, rows, tokens, body.encoding_format)
+            translate.embedding_response(body.model, rows, tokens, body.encoding_format),
+            "".join(served[-1:]),
         )
 
     # -- helpers -------------------------------------------------------------------------------
@@ -167,10 +171,10 @@ class OpenAIApi:
                 return
         raise _no_model(name)
 
-    def _json(self, body: object) -> web.Response:
-        return web.Response(
-            body=_json(body), content_type="application/json", headers=self._headers
-        )
+    def _json(self, body: object, served_by: str = "") -> web.Response:
+        """A JSON answer naming this node and, when known, the node that served it."""
+        headers = {**self._headers, NODE_HEADER: served_by} if served_by else self._headers
+        return web.Response(body=_json(body), content_type="application/json", headers=headers)
 
 
 def _no_model(name: str) -> HttpError:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from llmnode.errors import ConfigError
 from llmnode.http import api_keys
 from llmnode.http.app import DEFAULT_HTTP, serve
-from llmnode.http.node_gateway import Detokenize, NodeGateway
+from llmnode.http.node_gateway import NodeGateway
 from llmnode.log import get_logger
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ log = get_logger(__name__)
 Loop = Callable[[], Coroutine[Any, Any, None]]
 
 
-def http_loops(node: Node, address: str, *, detokenize: Detokenize | None = None) -> list[Loop]:
+def http_loops(node: Node, address: str) -> list[Loop]:
     """The loops to run in ``node``'s TaskGroup for ``--http address``."""
     data_dir = Path(node.config.data_dir)
 
@@ -39,7 +39,7 @@ def http_loops(node: Node, address: str, *, detokenize: Detokenize | None = None
 
     if address == "off":
         return [watch_keys]  # keys made here still work on the other nodes
-    gateway = NodeGateway(node, detokenize=detokenize)
+    gateway = NodeGateway(node)
 
     async def run_server() -> None:
         await node.ready.wait()

@@ -41,8 +41,18 @@ class StreamFormat:
     def __init__(self, chat: bool, ident: str, model: str, created: int, usage: bool) -> None:
         self.chat, self.ident, self.model, self.created = chat, ident, model, created
         self.include_usage = usage
+        self.node = ""  # the node that served the stream (the last one, if it was resumed)
 
-    def chunk(self, choice: dict[str, Any] | None, usage: dict[str, int] | None = None) -> bytes:
+    def served(self, node: str) -> None:
+        self.node = node
+
+    def chunk(
+        self,
+        choice: dict[str, Any] | None,
+        usage: dict[str, int] | None = None,
+        final: bool = False,
+    ) -> bytes:
+        """One event; the final one also names the serving node under ``"llmnode"``."""
         body: dict[str, Any] = {
             "id": self.ident,
             "object": "chat.completion.chunk" if self.chat else "text_completion",
@@ -52,15 +62,17 @@ class StreamFormat:
         }
         if self.include_usage:
             body["usage"] = usage
+        if final:
+            body["llmnode"] = {"node": self.node}  # clients ignore fields they do not know
         return event(body)
 
-    def text(self, text: str, finish: str | None = None) -> bytes:
+    def text(self, text: str, finish: str | None = None, final: bool = False) -> bytes:
         if self.chat:
             delta = {} if finish is not None and not text else {"content": text}
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-        return self.chunk(choice)
+        return self.chunk(choice, final=final)
 
     def opening(self) -> bytes:
         if not self.chat:
@@ -119,9 +131,10 @@ async def stream_completion(
             return response
         if not response.prepared:
             await _open(request, response, shape)
-        await response.write(shape.text("", finish(result.finish_reason)))
+        last = not shape.include_usage
+        await response.write(shape.text("", finish(result.finish_reason), final=last))
         if shape.include_usage:
-            await response.write(shape.chunk(None, usage(result)))
+            await response.write(shape.chunk(None, usage(result), final=True))
         await response.write(DONE)
         await response.write_eof()
         return response

@@ -32,11 +32,12 @@ from llmnode.nodes.control.dispatch import AttachedClients
 from llmnode.nodes.control.server import KEYRING_FILE, ControlServer, control_address
 from llmnode.nodes.discovery.beacon import Beacon
 from llmnode.nodes.discovery.seeds import join_seeds
+from llmnode.nodes.instruments import instrument
 from llmnode.nodes.membership import Membership, MembershipConfig, Outbound
 from llmnode.nodes.mesh import reports, resources
-from llmnode.nodes.mesh.records import capability_key, decode_state, sign_record, verify_record
+from llmnode.nodes.mesh.records import decode_state, needs_signing, sign_record, verify_record
 from llmnode.nodes.mesh.view import MeshView
-from llmnode.nodes.requests.loads import LoadSampler
+from llmnode.nodes.placement.host import NodePlacement
 from llmnode.nodes.requests.router import Router
 from llmnode.nodes.requests.server import RequestServer
 from llmnode.nodes.requests.service import Service
@@ -64,7 +65,7 @@ _MEMBERSHIP_TYPES = tuple(
     for cls in vars(membership_messages).values()
     if isinstance(cls, type) and issubclass(cls, WireMessage) and cls is not WireMessage
 )
-_REPLY_TYPES = (Accept, Refuse, Chunk, Result, ErrorReply)
+_REPLY_TYPES = (Accept, Refuse, Chunk, Result, ErrorReply, LoadReport)
 
 
 class Node:
@@ -99,16 +100,12 @@ class Node:
         )
         for service in services:
             self.server.services[service.info().name] = service
-        # Load is not gossiped: stale candidates are asked when chosen among (requests/loads)
-        stale_s, wait_s = 2 * config.probe_interval, config.probe_interval / 20
-        loads = LoadSampler(self.view, self._send, time.time, stale_s=stale_s, wait_s=wait_s)
         self.router = Router(
             self.view,
             self.server,
             self._send,
             heartbeat_s=config.probe_interval,
             hedge=config.hedge,
-            loads=loads,
         )
         self.clients = AttachedClients(self)
         self.control = ControlServer(
@@ -120,15 +117,18 @@ class Node:
         self._incarnation = incarnation
         self.membership: Membership | None = None
         self._record_version = 0
-        self._published: tuple[bytes, float] = (b"", 0.0)  # capability key, when signed
+        self._published: tuple[NodeState | None, float] = (None, 0.0)  # last signed, when
         self._resources = resources.probe(config.capacity)
         self._stopping = asyncio.Event()
         self._state_dirty = asyncio.Event()
         self._rejections = RateLimitedLogger(log)
         self.ready = asyncio.Event()
-        self.rejections: Counter[str] = Counter()
+        #: Bad input refused by the node itself, by (source, reason); see ``instruments``.
+        self.rejections: Counter[tuple[str, str]] = Counter()
         self.api_keys: list[str] = []  # HTTP API key hashes, gossiped in the state record
         self.loops: list[Callable[[], Coroutine[Any, Any, None]]] = []  # more, e.g. HTTP
+        self.placement: NodePlacement | None = None  # set by the composition root; run in loops
+        self.metrics = instrument(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -180,7 +180,7 @@ class Node:
                     self.bus,
                     self.config.beacon_port,
                     self._on_beacon_peer,
-                    lambda reason: self._reject(reason, "beacon"),
+                    lambda reason: self._reject(reason, "beacon", source="beacon"),
                     binding=binding,
                 )
                 group.create_task(beacon.run())
@@ -240,7 +240,7 @@ class Node:
                 try:
                     state = decode_state(record)
                 except Rejected as error:
-                    self.rejections[error.reason] += 1
+                    self.rejections["record", error.reason] += 1
                 else:
                     text = node_id_to_text(node)
                     self.view.set_record(node, text, state, record.version, time.time())
@@ -274,17 +274,15 @@ class Node:
                 self.server.cancel(sender, message.id)
             elif isinstance(message, LoadQuery):
                 self._send(sender, self.server.load_report(message))
-            elif isinstance(message, LoadReport) and self.router.loads is not None:
-                self.router.loads.on_report(sender, message)
             elif isinstance(message, OneWay):
                 self.clients.deliver(sender, message)
-            else:
+            elif self.placement is None or not self.placement.handle(sender, message):
                 self._reject("unexpected_message", type(message).__name__)
         except MeshError as error:
             self._reject(getattr(error, "reason", error.code), str(error))
 
-    def _reject(self, reason: str, detail: str) -> None:
-        self.rejections[reason] += 1
+    def _reject(self, reason: str, detail: str, *, source: str = "node") -> None:
+        self.rejections[source, reason] += 1
         self._rejections.warning("message_rejected", reason, reason=reason, detail=detail[:120])
 
     async def _tick_loop(self) -> None:
@@ -322,6 +320,7 @@ class Node:
         return infos + self.clients.subscription_infos()
 
     def state(self) -> NodeState:
+        placement = self.placement
         return NodeState(
             node_id=self.node_text,
             name=self.name,
@@ -332,6 +331,9 @@ class Node:
             services=self.services_info(),
             requests_served=self.server.counters["served"],
             api_keys=self.api_keys,
+            models_stored=sorted(placement.side.stored()) if placement else [],
+            models_pinned=sorted(placement.pinned) if placement else [],
+            model_memory_mb=placement.memory_mb() if placement else 0,
         )
 
     def _publish_state(self) -> None:
@@ -341,7 +343,7 @@ class Node:
             self._record_version + 1, int(time.time() * 1000), self.membership.own_record_floor + 1
         )
         state = self.state()
-        self._published = (capability_key(state), time.time())
+        self._published = (state, time.time())
         record = sign_record(self.identity, self._record_version, state)
         self.membership.set_local_record(record)
         self.view.set_record(self.node_id, self.node_text, state, self._record_version, time.time())
@@ -375,11 +377,8 @@ class Node:
             if time.time() - last_probe > 5.0:
                 self._resources = await asyncio.to_thread(resources.probe, self.config.capacity)
                 last_probe = time.time()
-            key, signed_at = self._published  # gossip capabilities only when they change
-            if capability_key(self.state()) != key or (
-                time.time() - signed_at >= self.config.record_refresh_s
-            ):
-                self._publish_state()
+            if needs_signing(self.state(), self._published, self.config.record_refresh_s):
+                self._publish_state()  # capabilities changed (load is not gossiped)
 
     def status(self) -> dict[str, object]:
         return reports.status_report(self)

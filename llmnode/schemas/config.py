@@ -17,6 +17,16 @@ class DeclaredCapacity(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     ram_mb: int = 0
 
 
+class AutoscaleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The ``--auto`` policy (llmnode.nodes.placement.autoscale.AutoscalePolicy's thresholds)."""
+
+    add_wait_ms: float = 500.0
+    add_window_s: float = 30.0
+    remove_wait_ms: float = 50.0
+    quiet_s: float = 300.0
+    cooldown_s: float = 60.0
+
+
 class NodeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: str = ""
     data_dir: str = ""
@@ -42,3 +52,5 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     hedge: bool = False  # send a slow idempotent request's second copy to another node
     capacity: DeclaredCapacity | None = None
     http: str = ""  # HOST:PORT of the OpenAI API; "": 127.0.0.1:7949 if free; "off": none
+    autoscale: AutoscaleConfig = AutoscaleConfig()
+    model_transfer_mb_s: float = 100.0  # pace of model files sent to and fetched from peers

@@ -93,6 +93,32 @@ class CtlReloadKeys(WireMessage, frozen=True):
     id: int
 
 
+class CtlDeploy(WireMessage, frozen=True):
+    """Deploy ``model`` with ``replicas`` (or ``auto``), or undeploy it (``deployed=False``):
+    a new version of its deployment record, signed by this node and gossiped."""
+
+    id: int
+    model: str
+    replicas: int = 1
+    auto: bool = False
+    deployed: bool = True
+    max_replicas: int = 8  # with ``auto``: the most replicas demand may add
+
+
+class CtlDeployments(WireMessage, frozen=True):
+    """Every deployment this node knows, with where it is assigned and served."""
+
+    id: int
+
+
+class CtlPullModel(WireMessage, frozen=True):
+    """Copy ``model`` into this node's store from a peer that holds it (over the mesh)."""
+
+    id: int
+    model: str
+    timeout: float = 3600.0
+
+
 class CtlAgentChunk(WireMessage, frozen=True):
     call_id: int
     seq: int

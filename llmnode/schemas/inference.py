@@ -58,7 +58,11 @@ class GenerateResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class EmbedRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Texts to embed, or instead ``token_ids``: token-id arrays of the model's own tokenizer
+    (what OpenAI clients may send), one vector per array."""
+
     texts: list[str]
+    token_ids: list[list[int]] = []
 
 
 class EmbedResult(msgspec.Struct, frozen=True, kw_only=True):

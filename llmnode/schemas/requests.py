@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from llmnode.schemas.base import WireMessage
 
+SEND_METHOD = "send"  # an agent request answered once a handler has taken the message
+
 
 class Request(WireMessage, frozen=True):
     id: bytes  # 16 random bytes

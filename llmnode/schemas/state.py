@@ -59,3 +59,7 @@ class NodeState(msgspec.Struct, frozen=True, kw_only=True):
     services: list[ServiceInfo] = []
     requests_served: int = 0
     api_keys: list[str] = []  # sha256 (hex) of the HTTP API keys created on this node
+    # Placement (llmnode.nodes.placement); last, with defaults, so older records still decode.
+    models_stored: list[str] = []  # complete models in this node's store
+    models_pinned: list[str] = []  # started with --model: served whatever placement decides
+    model_memory_mb: int = 0  # memory for models, its loaded ones included (0: takes none)

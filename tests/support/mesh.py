@@ -31,11 +31,12 @@ class NodeProcess:
     address: str = ""
     node_id: str = ""
     extra: list[str] = field(default_factory=list)
+    prefix: list[str] = field(default_factory=list)  # e.g. ``ip netns exec NS``
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                llmnode_command("start", *self.args),
+                [*self.prefix, *llmnode_command("start", *self.args)],
                 env=self.env,
                 stdout=log,
                 stderr=log,
@@ -98,7 +99,17 @@ class LocalMesh:
             "LLMNODE_ORT_THREADS": os.environ.get("LLMNODE_ORT_THREADS", "1"),
         }
 
-    def add(self, name: str, extra: Sequence[str] = (), *, join: bool = True) -> NodeProcess:
+    def add(
+        self,
+        name: str,
+        extra: Sequence[str] = (),
+        *,
+        join: bool = True,
+        host: str = "127.0.0.1",
+        prefix: Sequence[str] = (),
+    ) -> NodeProcess:
+        """Start node ``name`` listening on ``host``; ``prefix`` goes before the command (e.g.
+        ``ip netns exec NS`` to run it in a network namespace of tests/cluster/netns.py)."""
         data_dir = self.root / name
         data_dir.mkdir(parents=True, exist_ok=True)
         args = [
@@ -107,7 +118,7 @@ class LocalMesh:
             "--name",
             name,
             "--listen",
-            "tcp://127.0.0.1:0",
+            f"tcp://{host}:0",
             "--no-beacon",
             "--probe-interval",
             str(self.probe_interval),
@@ -117,7 +128,9 @@ class LocalMesh:
         if join and self.nodes:
             seed = self.nodes[0].address.removeprefix("tcp://")
             args += ["--join", seed]
-        node = NodeProcess(name, data_dir, args, dict(self.env), self.root / f"{name}.log")
+        node = NodeProcess(
+            name, data_dir, args, dict(self.env), self.root / f"{name}.log", prefix=list(prefix)
+        )
         node.start()
         self.nodes.append(node)
         status = wait_for(node.status, timeout=60, what=f"{name} to start")

@@ -3,7 +3,10 @@ into modules by subject (keys, node, agents, demo, models)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from llmnode.cli.main import app
@@ -56,3 +59,29 @@ def test_start_keeps_every_option() -> None:
         assert option in output, option
     # Bracketed notes are shown, not taken for rich markup and dropped.
     assert "[env LLMNODE_NAME]" in " ".join(output.replace("│", " ").split())
+
+
+def _every_command(command: Any, path: list[str]) -> list[tuple[list[str], Any]]:
+    """Every command under ``command`` (typer's own click), with the arguments that reach it."""
+    found = [(path, command)]
+    for name, sub in getattr(command, "commands", {}).items():
+        found += _every_command(sub, [*path, name])
+    return found
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.replace("│", " ").replace("`", "").split())
+
+
+@pytest.mark.parametrize(
+    ("path", "command"),
+    _every_command(typer.main.get_command(app), []),
+    ids=lambda value: " ".join(value) or "llmnode" if isinstance(value, list) else "",
+)
+def test_every_option_help_is_shown_whole(path: list[str], command: Any) -> None:
+    """No help text loses a bracketed note, a default or an env var to markup, in any command."""
+    output = _flat(CliRunner().invoke(app, [*path, "--help"], terminal_width=200).output)
+    for parameter in command.params:
+        text = getattr(parameter, "help", None)
+        if text:
+            assert _flat(text) in output, (parameter.name, text)

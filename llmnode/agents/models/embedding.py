@@ -109,6 +109,14 @@ class EmbeddingRuntime:
         parts = [await job.future for job in jobs]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
+    def detokenize(self, token_ids: list[list[int]]) -> list[str]:
+        """Token-id arrays of this model's tokenizer back to texts (embedded as any text is)."""
+        size = self.tokenizer.backend.get_vocab_size(with_added_tokens=True)
+        for ids in token_ids:
+            if any(not 0 <= token < size for token in ids):
+                raise ModelError(f"token ids of {self.name!r} are in [0, {size})")
+        return [self.tokenizer.decode(ids) for ids in token_ids]
+
     def embed_sync(self, texts: list[str]) -> np.ndarray:
         """One batch, run in the calling thread (no queueing); for baselines and scripts."""
         return self._run_batch(texts)

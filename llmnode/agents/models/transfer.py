@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -287,6 +288,25 @@ class ModelTransfer:
         if manifest.name != model or not all(safe_path(f.path) for f in manifest.files):
             raise ModelError("its manifest names another model or unsafe paths")
         return reply.manifest, manifest
+
+    async def fetch_bytes(self, model: str, holder: bytes, path: str) -> bytes:
+        """One small file (at most a chunk) of a holder's model, in memory, sha256-checked."""
+        _, manifest = await self.fetch_manifest(model, holder)
+        entry = next((f for f in manifest.files if f.path == path), None)
+        if entry is None or entry.size > MAX_CHUNK_BYTES:
+            raise ModelError(f"the holder's {model!r} has no small file {path}")
+        transfer, buffer, digest = crypto.random_bytes(16), io.BytesIO(), hashlib.sha256()
+        queue: asyncio.Queue[WireMessage] = asyncio.Queue(4 * self.window)
+        self._replies[transfer] = (holder, queue)
+        try:
+            await self._receive_chunks(
+                transfer, queue, model, holder, path, 0, entry.size, buffer, digest
+            )
+        finally:
+            del self._replies[transfer]
+        if digest.hexdigest() != entry.sha256:
+            raise ModelError(f"file {path} does not match the manifest's sha256")
+        return buffer.getvalue()
 
     async def _fetch_file(
         self, model: str, holder: bytes, folder: Path, path: str, size: int, sha256: str

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from llmnode.errors import MeshError, error_fields
+from llmnode.errors import ConfigError, MeshError, error_fields
 from llmnode.log import get_logger
 from llmnode.nodes.control.agents import RemoteAgents
 from llmnode.nodes.control.topics import Topics
@@ -28,10 +28,13 @@ from llmnode.schemas.control import (
     CtlAgentReply,
     CtlCancel,
     CtlChunk,
+    CtlDeploy,
+    CtlDeployments,
     CtlError,
     CtlOk,
     CtlPeers,
     CtlPublish,
+    CtlPullModel,
     CtlRegister,
     CtlReloadKeys,
     CtlRequest,
@@ -126,6 +129,10 @@ class AttachedClients:
             elif isinstance(message, CtlUnregister):
                 self.agents.unregister(message.name)
                 self.send(ident, CtlOk(id=message.id))
+            elif isinstance(message, CtlDeploy | CtlDeployments | CtlPullModel):
+                task = asyncio.create_task(self._placement(ident, message))
+                client.requests[message.id] = task
+                task.add_done_callback(functools.partial(_forget, client.requests, message.id))
             elif isinstance(message, CtlAgentReply):
                 self.agents.reply(ident, message)
             elif isinstance(message, CtlAgentChunk):
@@ -172,6 +179,34 @@ class AttachedClients:
             self.send(ident, control_error(message.id, error))
             return
         self.send(ident, CtlOk(id=message.id, data=result))
+
+    async def _placement(
+        self, ident: bytes, message: CtlDeploy | CtlDeployments | CtlPullModel
+    ) -> None:
+        """``models deploy / undeploy / deployments / pull --from-mesh``: one answer each."""
+        placement = self._node.placement
+        try:
+            if placement is None:
+                raise ConfigError("this node does not run placement")
+            if isinstance(message, CtlDeployments):
+                answer: object = placement.report()
+            elif isinstance(message, CtlPullModel):
+                answer = await placement.pull(message.model)
+            elif message.deployed:
+                answer = await placement.deploy(
+                    message.model,
+                    message.replicas,
+                    auto=message.auto,
+                    max_replicas=message.max_replicas,
+                )
+            else:
+                answer = await placement.undeploy(message.model)
+        except Exception as error:
+            if not isinstance(error, MeshError):
+                log.exception("control_placement_failed", error=str(error))
+            self.send(ident, control_error(message.id, error))
+            return
+        self.send(ident, CtlOk(id=message.id, data=_encode(answer)))
 
     # -- the clients' lifetimes --------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import struct
+import time
 
 import msgspec
 
@@ -101,3 +102,14 @@ def capability_key(state: NodeState) -> bytes:
         state, services=services, resources=resources, requests_served=0
     )
     return _encoder.encode(steady)
+
+
+def needs_signing(
+    state: NodeState, published: tuple[NodeState | None, float], refresh_s: float
+) -> bool:
+    """True when ``state``'s capabilities differ from those last signed (``published``: that
+    state and when), or the last record is ``refresh_s`` old."""
+    last, signed_at = published
+    if last is None or time.time() - signed_at >= refresh_s:
+        return True
+    return capability_key(state) != capability_key(last)

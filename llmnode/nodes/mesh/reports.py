@@ -28,28 +28,37 @@ def status_report(node: Node) -> dict[str, object]:
         else 1,
         "resources": node.resources_now,
         "services": node.services_info(),
-        "counters": {
-            "rejections": dict(
-                Counter(node.bus.rejections)
-                + node.rejections
-                + node.control.rejections
-                + (node.membership.rejections if node.membership else Counter())
-            ),
-            "requests": {
-                "entered": node.router.counters["requests"],
-                "in_flight": node.server.in_flight,
-                "served": node.server.counters["served"],
-                "rerouted": node.router.counters["rerouted"],
-                "retried": node.router.counters["retried"],
-                "resumed": node.router.counters["resumed"],
-                "hedged": node.router.counters["hedged"],
-                "failed": node.router.counters["failed"],
-                "cancelled": node.router.counters["cancelled"],
-                "refused_busy": node.server.counters["busy"],
-                "access_denied": node.server.counters["access_denied"],
-            },
-            "bus": dict(node.bus.stats),
+        "counters": counters(node.metrics.read()),
+    }
+
+
+def counters(families: dict[str, dict[tuple[str, ...], float]]) -> dict[str, object]:
+    """The counters `llmnode status` shows, read from the node's metrics registry."""
+    rejections: Counter[str] = Counter()
+    by_source: dict[str, dict[str, int]] = {}
+    for (source, reason), number in families["rejections"].items():
+        rejections[reason] += int(number)
+        by_source.setdefault(source, {})[reason] = int(number)
+    routed = Counter({key[0]: int(value) for key, value in families["routed_requests"].items()})
+    served = Counter({key[0]: int(value) for key, value in families["served_requests"].items()})
+    return {
+        "rejections": dict(rejections),
+        "rejections_by_source": by_source,
+        "requests": {
+            "entered": routed["requests"],
+            "in_flight": int(families["requests_in_flight"][()]),
+            "served": served["served"],
+            "rerouted": routed["rerouted"],
+            "retried": routed["retried"],
+            "resumed": routed["resumed"],
+            "hedged": routed["hedged"],
+            "failed": routed["failed"],
+            "cancelled": routed["cancelled"],
+            "refused_busy": served["busy"],
+            "access_denied": served["access_denied"],
         },
+        "bus": {key[0]: int(value) for key, value in families["bus_frames"].items()},
+        "members": {key[0]: int(value) for key, value in families["members"].items()},
     }
 
 
@@ -86,6 +95,8 @@ def peers_report(node: Node) -> list[dict[str, object]]:
                     }
                     for info in (record.services if record else [])
                 },
+                "models_stored": record.models_stored if record else [],
+                "model_memory_mb": record.model_memory_mb if record else 0,
                 "last_heard_s": 0.0
                 if own
                 else round(max(0.0, now - member.last_heard), 2)

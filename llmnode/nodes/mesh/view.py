@@ -106,11 +106,12 @@ class MeshView:
                     found.append((peer, info))
         return found
 
-    def advertised_anywhere(self, service: str) -> bool:
+    def advertised_anywhere(self, service: str, only: bytes | None = None) -> bool:
+        """Whether any node (or node ``only``) advertises ``service``, whatever its state."""
         return any(
             info.name == service
             for peer in self.peers.values()
-            if peer.record is not None
+            if peer.record is not None and only in (None, peer.node)
             for info in peer.record.services
         )
 

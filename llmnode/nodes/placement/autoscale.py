@@ -23,16 +23,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from llmnode.nodes.placement.assign import rendezvous
+from llmnode.schemas.config import AutoscaleConfig
 from llmnode.schemas.state import ServiceLoad
+
+_DEFAULT = AutoscaleConfig()  # the defaults live with the config a node is started with
 
 
 @dataclass(frozen=True, slots=True)
 class AutoscalePolicy:
-    add_wait_ms: float = 500.0  # mesh-wide queue wait above which a replica is wanted
-    add_window_s: float = 30.0  # ...once it has stayed above for this long
-    remove_wait_ms: float = 50.0  # queue wait below which the model counts as quiet
-    quiet_s: float = 300.0  # ...and a replica goes after this long quiet
-    cooldown_s: float = 60.0  # no change for this long after a change
+    add_wait_ms: float = _DEFAULT.add_wait_ms  # mesh-wide queue wait above which one is added
+    add_window_s: float = _DEFAULT.add_window_s  # ...once it has stayed above for this long
+    remove_wait_ms: float = _DEFAULT.remove_wait_ms  # wait below which the model is quiet
+    quiet_s: float = _DEFAULT.quiet_s  # ...and a replica goes after this long quiet
+    cooldown_s: float = _DEFAULT.cooldown_s  # no change for this long after a change
     min_replicas: int = 1
     max_replicas: int = 8
 

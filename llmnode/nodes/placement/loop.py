@@ -56,11 +56,16 @@ class PlacementLoop:
         policy: AutoscalePolicy | None = None,
         interval_s: float = 1.0,
         retry_s: float = 10.0,
+        settle_s: float = 2.0,
         clock: Callable[[], float],
     ) -> None:
         self.me, self.identity, self.deployments, self.hooks = me, identity, deployments, hooks
         self.footprints, self.policy = footprints, policy or AutoscalePolicy()
         self.interval_s, self.retry_s, self.clock = interval_s, retry_s, clock
+        # A fetch starts only once this node has been given the model for ``settle_s``: while
+        # records spread, nodes can briefly disagree, and a copy is the costly action.
+        self.settle_s = settle_s
+        self._fetch_wanted_since: dict[str, float] = {}
         self.assignment = Assignment()
         self._placed_for: tuple[tuple[NodeCapacity, ...], tuple[Demand, ...]] = ((), ())
         self._work: dict[str, asyncio.Task[None]] = {}
@@ -75,7 +80,10 @@ class PlacementLoop:
     async def run(self) -> None:
         try:
             while True:
-                await self.step()
+                try:
+                    await self.step()
+                except Exception as error:  # a bug in one round must not stop the node
+                    log.exception("placement_step_failed", error=f"{type(error).__name__}: {error}")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.interval_s)
                 self._wake.clear()
@@ -111,8 +119,10 @@ class PlacementLoop:
                 await self.hooks.unload(model)
                 log.info("placement_unloaded", model=model)
         now = self.clock()
+        since = {m: self._fetch_wanted_since.get(m, now) for m in actions.fetch}
+        self._fetch_wanted_since = since
         for model, holders in actions.fetch.items():
-            if holders:
+            if holders and now - since[model] >= self.settle_s:
                 self._start(model, now, self.hooks.fetch(model, holders))
         for model in actions.load:
             self._start(model, now, self.hooks.load(model))
@@ -130,9 +140,13 @@ class PlacementLoop:
     async def _guard(self, model: str, work: Awaitable[None]) -> None:
         try:
             await work
-        except MeshError as error:
+        except Exception as error:  # MeshError expected; anything else logged, retried later
             self._failed_at[model] = self.clock()
-            log.warning("placement_action_failed", model=model, error=str(error))
+            log.warning(
+                "placement_action_failed",
+                model=model,
+                error=str(error) if isinstance(error, MeshError) else repr(error),
+            )
         finally:
             self._work.pop(model, None)
             self.nudge()

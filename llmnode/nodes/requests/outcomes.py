@@ -17,6 +17,13 @@ class AttemptFailed(Exception):
         self.reason = reason
         self.accepted = accepted
 
+    @property
+    def may_have_run(self) -> bool:
+        """Whether the node may have run the request: it accepted it, or the request was sent
+        and no answer settles it (a lost or late Accept, the node lost). Only a request never
+        sent surely did not run; one not idempotent is retried only then."""
+        return self.accepted or self.reason != "send_failed"
+
 
 def at_deadline(last_error: MeshError | None, service: str, timeout: float) -> MeshError:
     if isinstance(last_error, NoCapacity):
@@ -26,10 +33,11 @@ def at_deadline(last_error: MeshError | None, service: str, timeout: float) -> M
 
 def failed_error(service: str, failure: AttemptFailed, idempotent: bool) -> MeshError:
     """The error a failed attempt becomes when it is not retried."""
-    if failure.accepted and not idempotent:
+    if failure.may_have_run and not idempotent:
         kind = AgentLost if failure.reason == "agent_lost" else MeshError
         return kind(
-            f"node serving {service!r} failed ({failure.reason}) after accepting "
+            f"node serving {service!r} failed ({failure.reason}) after "
+            f"{'accepting' if failure.accepted else 'it may have received'} "
             "a request that is not idempotent; not retried"
         )
     return MeshError(f"node serving {service!r} failed ({failure.reason})")

@@ -31,6 +31,7 @@ from llmnode.errors import (
 )
 from llmnode.log import get_logger
 from llmnode.nodes.mesh.view import MeshView
+from llmnode.nodes.requests.backoff import back_off
 from llmnode.nodes.requests.candidates import candidates as find_candidates
 from llmnode.nodes.requests.hedging import race
 from llmnode.nodes.requests.loads import LoadSampler
@@ -51,6 +52,7 @@ from llmnode.schemas.requests import (
     Cancel,
     Chunk,
     ErrorReply,
+    LoadReport,
     OneWay,
     Refuse,
     Request,
@@ -60,6 +62,7 @@ from llmnode.schemas.requests import (
 log = get_logger(__name__)
 
 OnChunk = Callable[[bytes], Awaitable[None]]
+OnServed = Callable[[bytes], None]  # told the id of the node whose answer the caller gets
 Send = Callable[[bytes, WireMessage], bool]
 _PEER_DOWN = object()
 _TIMEOUTS = ("stalled", "no_answer")
@@ -77,10 +80,11 @@ class Router:
         hedge: bool = False,
         policy: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
-        loads: LoadSampler | None = None,  # asks stale candidates for their load (Sparrow)
     ) -> None:
         self._clock = clock  # unix seconds; tests inject their own
-        self.loads = loads
+        self.loads = LoadSampler(
+            view, send, clock, stale_s=2 * heartbeat_s, wait_s=heartbeat_s / 20
+        )
         self._view = view
         self._server = server
         self._send = send
@@ -97,8 +101,10 @@ class Router:
     # -- inbound ------------------------------------------------------------------------------
 
     def on_reply(
-        self, sender: bytes, message: Accept | Refuse | Chunk | Result | ErrorReply
+        self, sender: bytes, message: Accept | Refuse | Chunk | Result | ErrorReply | LoadReport
     ) -> None:
+        if isinstance(message, LoadReport):
+            return self.loads.on_report(sender, message)
         pending = self._pending.get(message.id)
         if pending is None or pending[0] != sender:
             self.counters["stray_reply"] += 1
@@ -152,10 +158,13 @@ class Router:
         idempotent: bool = True,
         caller: str = "",
         on_chunk: OnChunk | None = None,
+        on_served: OnServed | None = None,
     ) -> bytes:
-        """Route one request; returns the final result bytes or raises a typed MeshError."""
+        """Route one request; returns the final result bytes or raises a typed MeshError.
+        ``on_served`` is told the node that answered (for a resumed stream, the last one)."""
         deadline = self._clock() + timeout
         self.counters["requests"] += 1
+        node_name = service.partition("@")[2]
         try:
             service, only = self._target(service)
         except UnknownAgent:
@@ -184,15 +193,16 @@ class Router:
                 if remaining <= 0:
                     raise at_deadline(last_error, service, timeout)
                 candidates = self._candidates(service, only)
-                if self.loads is not None and await self.loads.refresh(candidates):
+                if await self.loads.refresh(candidates):  # stale: ask a sample (Sparrow)
                     candidates = self._candidates(service, only)
                 if not candidates:
                     if (
-                        not self._view.advertised_anywhere(service)
+                        not self._view.advertised_anywhere(service, only)
                         and attempts == 0
                         and (timeout - remaining > min(2.0, timeout / 2))
                     ):
-                        raise UnknownAgent(f"no agent or model named {service!r} in the mesh")
+                        where = "in the mesh" if only is None else f"on node {node_name!r}"
+                        raise UnknownAgent(f"no agent or model named {service!r} {where}")
                     await asyncio.sleep(min(0.05, remaining))
                     continue
                 attempts += 1
@@ -203,7 +213,9 @@ class Router:
                 except NoCapacity as error:
                     last_error = error
                     exclude.clear()  # everyone is full or refused: back off, then try them all
-                    await self._back_off("busy", attempts, deadline, last_error)
+                    await back_off(
+                        self.policy, self._clock(), "busy", attempts, deadline, last_error
+                    )
                     continue
                 current = payload
                 if resumable and delivered.token_ids:
@@ -219,14 +231,16 @@ class Router:
                     caller=caller,
                 )
                 try:
-                    result = await self._attempt_or_hedge(
+                    served_by, result = await self._attempt_or_hedge(
                         choice, attempt, deliver, candidates, exclude
                     )
                 except Busy as error:
                     last_error = NoCapacity(f"every node serving {service!r} is busy ({error})")
                     self.counters["rerouted"] += 1
                     exclude.add(choice.node)
-                    await self._back_off("busy", attempts, deadline, last_error)
+                    await back_off(
+                        self.policy, self._clock(), "busy", attempts, deadline, last_error
+                    )
                     continue
                 except UnknownAgent:
                     exclude.add(choice.node)  # its record was stale: another replica, at once
@@ -240,8 +254,15 @@ class Router:
                         raise MeshError(f"stream from {service!r} lost its node") from None
                     kind: ErrorKind = "timeout" if failure.reason in _TIMEOUTS else "failed"
                     last_error = failed_error(service, failure, idempotent)
-                    await self._back_off(
-                        kind, attempts, deadline, last_error, idempotent, failure.accepted
+                    await back_off(
+                        self.policy,
+                        self._clock(),
+                        kind,
+                        attempts,
+                        deadline,
+                        last_error,
+                        idempotent,
+                        failure.may_have_run,
                     )
                     self.counters["retried"] += 1
                     if resumable and delivered.token_ids:
@@ -250,6 +271,8 @@ class Router:
                     continue
                 if resumable and delivered.token_ids:
                     result = merge_result(result, delivered)
+                if on_served is not None:
+                    on_served(served_by)
                 return result
         except asyncio.CancelledError:
             self.counters["cancelled"] += 1
@@ -258,29 +281,6 @@ class Router:
             self.counters["failed"] += 1
             raise
 
-    async def _back_off(
-        self,
-        kind: ErrorKind,
-        attempts: int,
-        deadline: float,
-        error: MeshError,
-        idempotent: bool = True,
-        accepted: bool = False,
-    ) -> None:
-        """Wait as :class:`RetryPolicy` says before the next try, or raise ``error`` when it
-        says not to retry (attempts exhausted, deadline too close, an accepted request that is
-        not idempotent)."""
-        now = self._clock()
-        decision = self.policy.decide(
-            kind, attempts, now, deadline, idempotent=idempotent, accepted=accepted
-        )
-        if not decision.retry:
-            if decision.reason == "deadline" and not isinstance(error, NoCapacity):
-                raise DeadlineExceeded(f"{error}; no time left to retry") from error
-            raise error
-        if decision.at > now:
-            await asyncio.sleep(decision.at - now)
-
     async def _attempt_or_hedge(
         self,
         choice: Choice,
@@ -288,7 +288,7 @@ class Router:
         deliver: OnChunk,
         candidates: list[Candidate],
         exclude: set[bytes],
-    ) -> bytes:
+    ) -> tuple[bytes, bytes]:
         """One attempt; with hedging on, an idempotent, unstreamed request still unanswered after
         ``RetryPolicy.hedge_after`` (2× its estimate, at least 50 ms) is also sent to the next
         best node. The first answer wins and the other copy is cancelled."""
@@ -300,7 +300,7 @@ class Router:
         if delay_ms is None:
             return await self._attempt(choice.node, request, deliver)
 
-        def second() -> Coroutine[Any, Any, bytes] | None:
+        def second() -> Coroutine[Any, Any, tuple[bytes, bytes]] | None:
             try:
                 other = choose(
                     candidates, self.ledger, self._clock(), self.rng,
@@ -315,8 +315,10 @@ class Router:
         first = self._attempt(choice.node, request, deliver)
         return await race(first, delay_ms / 1000.0, second)
 
-    async def _attempt(self, node: bytes, request: Request, deliver: OnChunk) -> bytes:
-        """One try of ``request`` on ``node``, recorded in the ledger."""
+    async def _attempt(
+        self, node: bytes, request: Request, deliver: OnChunk
+    ) -> tuple[bytes, bytes]:
+        """One try of ``request`` on ``node``, recorded in the ledger: (``node``, the result)."""
         request_id, service = request.id, request.service
         started = self._clock()
         self.ledger.sent(node, service, request_id, started)
@@ -324,7 +326,7 @@ class Router:
         try:
             result = await self._exchange(node, request, deliver)
             finished_ok = True
-            return result
+            return node, result
         except AgentLost as error:  # it had the request: retried elsewhere only if idempotent
             raise AttemptFailed("agent_lost", accepted=True) from error
         finally:
@@ -357,8 +359,9 @@ class Router:
                 wait = min(wait, deadline - self._clock())
                 if wait <= 0:
                     raise DeadlineExceeded(f"{service!r} did not answer before the deadline")
-                try:
-                    message = await asyncio.wait_for(queue.get(), wait)
+                try:  # asyncio.timeout, not wait_for: no task per message
+                    async with asyncio.timeout(wait):
+                        message = await queue.get()
                 except TimeoutError:
                     if self._clock() >= deadline:
                         raise DeadlineExceeded(

@@ -30,6 +30,7 @@ from llmnode.nodes.requests.scheduler import is_full
 from llmnode.nodes.requests.service import Emit, Service, ServiceCall
 from llmnode.schemas.base import WireMessage
 from llmnode.schemas.requests import (
+    SEND_METHOD,
     Accept,
     Chunk,
     ErrorReply,
@@ -57,6 +58,10 @@ class RequestServer:
         self.slow_chunk_s = slow_chunk_s  # fault injection: a slow node
         self.services: dict[str, Service] = {}
         self._running: dict[tuple[bytes, bytes], asyncio.Task[None]] = {}
+        # One heartbeat task for every running request (not one per request): it runs while
+        # any request does, and answers each with an Accept every ``heartbeat_s``.
+        self._beating: dict[tuple[bytes, bytes], tuple[str, Reply]] = {}
+        self._heartbeat_task: asyncio.Task[None] | None = None
         # Requests admitted and not yet answered, per service, remote and local alike. A request
         # holds its place until its result is sent, not only while its runtime computes it.
         self.active: Counter[str] = Counter()
@@ -92,8 +97,9 @@ class RequestServer:
         if self.active[name] <= 0:
             del self.active[name]
 
-    def admit(self, service_name: str, caller_node: str) -> Service:
-        """The service, if this request may start now; raises the typed refusal otherwise."""
+    def admit(self, service_name: str, caller_node: str, method: str = "") -> Service:
+        """The service, if this request may start now; raises the typed refusal otherwise. A
+        ``send`` is never Busy: it takes no slot (the agent host queues the handler itself)."""
         service = self.services.get(service_name)
         if service is None:
             raise UnknownAgent(f"no service {service_name!r} on this node")
@@ -103,7 +109,7 @@ class RequestServer:
             raise AccessDenied(f"node {caller_node[:12]} may not call {service_name!r}")
         load = info.load
         active = max(self.active[service_name], load.queue_depth + load.in_flight)
-        if is_full(active, load.slots, load.queue_limit):
+        if method != SEND_METHOD and is_full(active, load.slots, load.queue_limit):
             self.counters["busy"] += 1
             raise Busy(f"{service_name!r} is busy ({active - load.slots} queued)")
         return service
@@ -116,7 +122,7 @@ class RequestServer:
         try:
             if request.deadline <= time.time():
                 raise DeadlineExceeded("deadline passed before the request arrived")
-            service = self.admit(request.service, caller_text)
+            service = self.admit(request.service, caller_text, request.method)
         except MeshError as error:
             code, text, remote_type, reason = error_fields(error)
             reply(
@@ -138,14 +144,19 @@ class RequestServer:
             stream=request.stream,
         )
         task = asyncio.create_task(
-            self._run(service, call, reply), name=f"serve-{request.id.hex()}"
+            self._run(service, call, reply, key), name=f"serve-{request.id.hex()}"
         )
         self._running[key] = task
+        self._beating[key] = (request.service, reply)
+        if self._heartbeat_task is None:
+            self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="heartbeats")
         task.add_done_callback(functools.partial(self._finished, key, request.service))
 
     async def call_in_slot(self, service: Service, call: ServiceCall, emit: Emit) -> bytes:
         """Run ``call`` once one of the service's slots is free: at most ``slots`` requests of a
         service run at once on a node; the others wait here, counted as its queue."""
+        if call.method == SEND_METHOD:  # answered once taken; a handler busy here must not
+            return await service.call(call, emit)  # wait behind its own sends
         slots = self._slots.get(call.service)
         if slots is None:
             slots = self._slots[call.service] = asyncio.Semaphore(max(1, service.info().load.slots))
@@ -157,10 +168,13 @@ class RequestServer:
             return result
 
     def _finished(self, key: tuple[bytes, bytes], name: str, _: object) -> None:
+        self._beating.pop(key, None)
         if self._running.pop(key, None) is not None:
             self.end(name)
 
-    async def _run(self, service: Service, call: ServiceCall, reply: Reply) -> None:
+    async def _run(
+        self, service: Service, call: ServiceCall, reply: Reply, key: tuple[bytes, bytes]
+    ) -> None:
         sequence = 0
 
         async def emit(data: bytes) -> None:
@@ -168,7 +182,6 @@ class RequestServer:
             reply(Chunk(id=call.request_id, seq=sequence, data=data))
             sequence += 1
 
-        heartbeat = asyncio.create_task(self._heartbeat(call.request_id, call.service, reply))
         try:
             async with asyncio.timeout_at(_loop_deadline(call.deadline)):
                 result = await self.call_in_slot(service, call, emit)
@@ -203,8 +216,8 @@ class RequestServer:
                     remote_type=type(error).__name__,
                 )
             )
-        finally:
-            heartbeat.cancel()
+        finally:  # answered: no longer in flight, before the caller reads the answer
+            self._finished(key, call.service, None)
 
     def _accept(self, request_id: bytes, name: str) -> Accept:
         """Accept, carrying the load with this request counted (it was admitted just now)."""
@@ -227,10 +240,16 @@ class RequestServer:
             in_flight=load.in_flight,
         )
 
-    async def _heartbeat(self, request_id: bytes, name: str, reply: Reply) -> None:
-        while True:
-            await asyncio.sleep(self._heartbeat_s)
-            reply(self._accept(request_id, name))
+    async def _heartbeats(self) -> None:
+        """Every ``heartbeat_s``, an Accept to the caller of each request still running; ends
+        when none is (the next request starts it again)."""
+        try:
+            while self._beating:
+                await asyncio.sleep(self._heartbeat_s)
+                for (_, request_id), (name, reply) in list(self._beating.items()):
+                    reply(self._accept(request_id, name))
+        finally:
+            self._heartbeat_task = None
 
     def cancel(self, caller: bytes, request_id: bytes) -> bool:
         task = self._running.get((caller, request_id))
@@ -245,6 +264,8 @@ class RequestServer:
 
     async def close(self) -> None:
         tasks = list(self._running.values())
+        if self._heartbeat_task is not None:
+            tasks.append(self._heartbeat_task)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

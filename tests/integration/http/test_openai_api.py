@@ -5,11 +5,14 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import urllib.request
 
 import openai
 import pytest
 
-from tests.integration.http.conftest import CHAT_MODEL, EMBED_MODEL, HttpNode
+from llmnode.agents.models import ModelStore
+from llmnode.agents.models.tokenizer import TextTokenizer
+from tests.integration.http.conftest import CHAT_MODEL, EMBED_MODEL, HttpNode, store_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.models]
 
@@ -35,12 +38,15 @@ def test_every_node_lists_every_model_of_the_mesh(api_mesh: dict[str, HttpNode])
 def test_chat_through_a_node_without_models_answers_with_usage(
     api_mesh: dict[str, HttpNode],
 ) -> None:
-    reply = client(api_mesh["front"]).chat.completions.create(
+    raw = client(api_mesh["front"]).chat.completions.with_raw_response.create(
         model=CHAT_MODEL,
         messages=QUESTION,
         temperature=0,
         max_tokens=20,  # type: ignore[arg-type]
     )
+    assert raw.headers["X-Llmnode-Node"] == "models"  # it served the request
+    assert raw.headers["X-Llmnode-Entry"] == "front"  # it took the request in
+    reply = raw.parse()
     assert reply.id.startswith("chatcmpl-")
     assert reply.object == "chat.completion"
     assert "Paris" in (reply.choices[0].message.content or "")
@@ -104,6 +110,29 @@ def test_embeddings_in_float_and_base64_are_the_same_vectors(
         assert math.isclose(sum(v * v for v in plain.embedding), 1.0, rel_tol=1e-3)
     single = api.embeddings.create(model=EMBED_MODEL, input="the cat sat", encoding_format="float")
     assert single.data[0].embedding == pytest.approx(as_floats.data[0].embedding, abs=1e-6)
+
+
+def test_token_id_arrays_embed_as_their_text(api_mesh: dict[str, HttpNode]) -> None:
+    """Ids of the model's own tokenizer, with or without its special tokens, through the real
+    client (lists of ids) and raw HTTP (one flat list), give the vectors of the text."""
+    tokenizer = TextTokenizer(ModelStore(store_root()).path(EMBED_MODEL))
+    texts = ["the cat sat", "quantum chromodynamics"]
+    ids = [tokenizer.encode(text, add_special_tokens=False) for text in texts]
+    api = client(api_mesh["front"])
+    expected = api.embeddings.create(model=EMBED_MODEL, input=texts, encoding_format="float")
+    from_ids = api.embeddings.create(model=EMBED_MODEL, input=ids, encoding_format="float")
+    assert from_ids.usage.prompt_tokens == sum(len(row) for row in ids)
+    for plain, decoded in zip(expected.data, from_ids.data, strict=True):
+        assert decoded.embedding == pytest.approx(plain.embedding, abs=1e-5)
+    with_specials = tokenizer.encode(texts[0])  # [CLS] ... [SEP]
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{api_mesh['models'].port}/v1/embeddings",
+        data=json.dumps({"model": EMBED_MODEL, "input": with_specials}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        raw = json.loads(response.read())
+    assert raw["data"][0]["embedding"] == pytest.approx(expected.data[0].embedding, abs=1e-5)
 
 
 def test_seeded_sampling_is_reproducible(api_mesh: dict[str, HttpNode]) -> None:
@@ -188,7 +217,9 @@ def test_sse_framing_is_exactly_openais(api_mesh: dict[str, HttpNode]) -> None:
         chunk = json.loads(event.removeprefix(b"data: "))
         # compact JSON, OpenAI's key order, byte for byte
         assert event == b"data: " + json.dumps(chunk, separators=(",", ":")).encode()
-        assert list(chunk) == ["id", "object", "created", "model", "choices", "usage"]
+        keys = ["id", "object", "created", "model", "choices", "usage"]
+        final = event is events[-3]
+        assert list(chunk) == ([*keys, "llmnode"] if final else keys)
         chunks.append(chunk)
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert all(c["usage"] is None for c in chunks[:-1])
@@ -196,3 +227,4 @@ def test_sse_framing_is_exactly_openais(api_mesh: dict[str, HttpNode]) -> None:
     assert finish["delta"] == {} and finish["finish_reason"] in ("stop", "length")
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert chunks[-1]["llmnode"] == {"node": "models"}  # the node that served the stream

@@ -109,6 +109,7 @@ class Mesh:
             hooks,
             policy=policy,
             interval_s=0.1,
+            settle_s=0.0,  # the clock here is the autoscale clock, frozen between steps
             clock=lambda: self.now,
         )
         loop = node.loop

@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from llmnode.errors import HandlerError, NoCapacity, ProtocolError
+from llmnode.errors import HandlerError, MeshError, NoCapacity, ProtocolError
 from llmnode.nodes.requests.retry import RetryPolicy
 from llmnode.nodes.requests.service import Emit, ServiceCall
 from llmnode.schemas.inference import GenerateRequest, GenerateResult
@@ -217,3 +217,22 @@ async def test_cancelling_the_caller_cancels_the_work_on_the_serving_node(tmp_pa
         assert echo.cancelled == 1
         assert server.server.in_flight == 0
         assert entry.router.counters["cancelled"] == 1
+
+
+async def test_a_request_not_idempotent_whose_accept_is_late_is_not_run_twice(
+    tmp_path: Path,
+) -> None:
+    """Chaos (a partition, a SIGSTOP) found it: a request that reached its node but whose Accept
+    did not come back in time was sent to another node, and both ran it. It may have run, so it
+    now fails typed instead; it runs at most once."""
+    async with in_process_mesh(tmp_path) as mesh:
+        entry = await mesh.start()
+        echoes = [EchoService(delay=0.2), EchoService(delay=0.2)]
+        serving = [await mesh.start([echo]) for echo in echoes]
+        await mesh.converge("echo")
+        for node in serving:  # every frame to or from a serving node arrives 1.5 s late
+            mesh.network.slow(node.bus.address, lambda _rng: 1.5)
+        with pytest.raises(MeshError):
+            await entry.router.call("echo", "request", b"once", timeout=8, idempotent=False)
+        await asyncio.sleep(4.0)  # every copy sent has arrived by now
+        assert sum(echo.calls for echo in echoes) <= 1
