@@ -85,12 +85,12 @@ class LoadSampler:
 
     def on_report(self, sender: bytes, report: LoadReport) -> None:
         """An answer: note the load in the view and wake the caller waiting for it."""
+        self._view.observe_load(  # a node's own load, whoever asked (placement asks too)
+            sender, report.service, report.queue_depth, report.in_flight, self._clock()
+        )
         waiting = self._waiting.get(report.id)
         if waiting is None or waiting[0] != sender:
             return
         self.answered += 1
-        self._view.observe_load(
-            sender, report.service, report.queue_depth, report.in_flight, self._clock()
-        )
         if not waiting[1].done():
             waiting[1].set_result(None)
