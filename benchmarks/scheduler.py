@@ -61,8 +61,10 @@ from pathlib import Path
 from typing import Any
 
 from llmnode.errors import NoCapacity
+from llmnode.nodes.mesh.records import service_time_class
 from llmnode.nodes.mesh.view import MeshView
 from llmnode.nodes.requests.candidates import candidates as node_candidates
+from llmnode.nodes.requests.loads import PROBES, stale_sample
 from llmnode.nodes.requests.scheduler import (
     InFlightLedger,
     choose,
@@ -154,6 +156,7 @@ class Job:
     started: float = 0.0
     refusals: int = 0
     done: bool = False
+    queried: bool = False  # load on demand: stale candidates already asked for this job
 
 
 @dataclass
@@ -188,10 +191,15 @@ class Simulation:
         specs: list[NodeSpec] | None = None,
         piggyback: bool = True,
         accept_counts_admitted: bool = True,
+        load_on_demand: bool = False,
     ) -> None:
         self.policy = policy
+        # Load on demand (the node as built since issue 18): records carry capabilities only,
+        # published once; a stale sample of candidates is asked (one RTT) before choosing.
+        self.load_on_demand = load_on_demand
         self.specs = mesh() if specs is None else specs
         self.nodes = [NodeRuntime(spec) for spec in self.specs]
+        self.published_band = [0] * len(self.specs)
         self.node_ids = [index.to_bytes(2, "big") * 16 for index in range(len(self.specs))]
         self.rate = load * sum(spec.throughput for spec in self.specs)
         self.requests = requests
@@ -217,6 +225,13 @@ class Simulation:
             for other in range(len(self.specs)):
                 if other != index:
                     view.observe_rtt(self.node_ids[other], RTT * 1000)
+                    if load_on_demand:  # its record, as published at start: no load in it
+                        capability = ServiceLoad(
+                            slots=self.specs[other].slots, queue_limit=QUEUE_LIMIT
+                        )
+                        view.set_record(
+                            self.node_ids[other], str(other), _record(other, capability), 1, 0.0
+                        )
         self.piggyback = piggyback
         self.accept_counts_admitted = accept_counts_admitted
         self.round_robin = [index for index in range(len(self.specs))]
@@ -243,6 +258,7 @@ class Simulation:
             self.on_gossip,
             self.on_accept,
             self.on_heartbeat,
+            self.on_load_answers,
         ]
         self.push(self.arrivals.expovariate(self.rate), ARRIVAL, None)
         for index in range(len(self.nodes)):
@@ -278,6 +294,18 @@ class Simulation:
         self.route(now, job)
 
     def route(self, now: float, job: Job) -> None:
+        if self.load_on_demand and self.policy == "llmnode" and not job.queried:
+            job.queried = True
+            candidates = node_candidates(self.views[job.entry], SERVICE, now)
+            sample = stale_sample(candidates, now, STALE_S, PROBES, self.policy_rng)
+            if sample:  # a LoadQuery to each, answered one RTT later with the load now
+                answers = []
+                for candidate in sample:
+                    index = int.from_bytes(candidate.node[:2], "big")
+                    node = self.nodes[index]
+                    answers.append((index, node.queue_depth, node.busy))
+                self.push(now + RTT, LOAD_ANSWERS, (job, answers))
+                return
         target = self.pick(now, job)
         if target < 0:  # every node refused: forget the refusals, try again a little later
             job.excluded.clear()
@@ -438,9 +466,24 @@ class Simulation:
                 self.ledgers[job.entry].refused(self.node_ids[refused_by], SERVICE, job.request_id)
         self.route(now, job)
 
+    def on_load_answers(self, now: float, payload: tuple[Job, list[tuple[int, int, int]]]) -> None:
+        job, answers = payload
+        for index, queue_depth, in_flight in answers:
+            self.views[job.entry].observe_load(
+                self.node_ids[index], SERVICE, queue_depth, in_flight, now
+            )
+        self.route(now, job)
+
     # -- gossip ---------------------------------------------------------------------------------
 
     def on_publish(self, now: float, index: int) -> None:
+        if self.policy == "llmnode" and self.load_on_demand:
+            # A new record only when the service time leaves its band (capability_key)
+            band = service_time_class(self.nodes[index].ewma_service_ms)
+            if band == self.published_band[index]:
+                self.push(now + GOSSIP_INTERVAL, PUBLISH, index)
+                return
+            self.published_band[index] = band
         if self.policy == "llmnode":
             node = self.nodes[index]
             snapshot = (node.queue_depth, node.busy, node.ewma_service_ms, now)
@@ -495,7 +538,10 @@ class Simulation:
         }
 
 
-ARRIVAL, DELIVER, DONE, ANSWER, REFUSED, PUBLISH, GOSSIP, ACCEPT, HEARTBEAT = range(9)
+ARRIVAL, DELIVER, DONE, ANSWER, REFUSED, PUBLISH, GOSSIP, ACCEPT, HEARTBEAT, LOAD_ANSWERS = range(
+    10
+)
+STALE_S = 2.0  # the node's: two probe intervals (llmnode/nodes/node.py)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -721,6 +767,11 @@ def main() -> None:
         "--no-piggyback", action="store_true", help="gossip only: no load on Accept/Result"
     )
     parser.add_argument(
+        "--load-on-demand",
+        action="store_true",
+        help="no load in gossip: stale candidates are asked, one RTT (the node since issue 18)",
+    )
+    parser.add_argument(
         "--accept-excludes-admitted",
         action="store_true",
         help="the Accept's load omits the request it admits (server.py as built today)",
@@ -737,6 +788,7 @@ def main() -> None:
     options = {
         "piggyback": not arguments.no_piggyback,
         "accept_counts_admitted": not arguments.accept_excludes_admitted,
+        "load_on_demand": arguments.load_on_demand,
     }
     parallelism_requests = (
         arguments.requests

@@ -93,6 +93,7 @@ class Bus:
         self._rejections: dict[str, int] = {}
         self._stats: dict[str, int] = {
             "sent": 0,
+            "bytes_sent": 0,  # sealed frames, as handed to the transport
             "received": 0,
             "send_failed": 0,
             "send_unknown_peer": 0,
@@ -232,6 +233,7 @@ class Bus:
             return False
         if self._transport.send(address, frame):
             self._stats["sent"] += 1
+            self._stats["bytes_sent"] += len(frame)
             if self.count_traffic:
                 counts = self._sent.get(type(message))
                 if counts is None:

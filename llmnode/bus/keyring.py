@@ -107,6 +107,16 @@ class MeshKeyRing:
         if self._by_id.get(identifier) == key:
             del self._by_id[identifier]
 
+    def follow(self, other: MeshKeyRing) -> None:
+        """Become equal to ``other`` in place: add its new keys, switch to its primary, retire
+        keys it no longer lists (frames under any key of either ring stay valid meanwhile)."""
+        for key in other.keys:
+            self.add(key)
+        self.use(other.primary)
+        for key in self.keys:
+            if key not in other:
+                self.remove(key)
+
     @property
     def primary(self) -> bytes:
         return self._primary

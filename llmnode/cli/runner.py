@@ -157,7 +157,7 @@ def build_placement(node: Node, config: NodeConfig) -> NodePlacement:
     return NodePlacement(
         node.identity,
         node.view,
-        node.bus.send,
+        node._send,  # this node included: its own LoadQuery is answered in place
         side,
         resources=lambda: node.resources_now,
         pinned=config.models,

@@ -2,8 +2,8 @@
 
 A :class:`Node` runs until stopped, under one ``asyncio.TaskGroup``: the receive loop dispatches
 frames to membership or the request path, the membership ticker probes and gossips, the state loop
-re-signs this node's state record, the control socket serves local clients, and the join loop finds
-the mesh through seeds. ``stop()`` leaves gracefully: peers see this node as left, not dead.
+re-signs the state record when capabilities change (not load), the control socket serves local
+clients and the join loop finds the seeds. ``stop()`` leaves: peers see it as left, not dead.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import msgspec
 
 from llmnode._version import __version__
 from llmnode.bus.bus import Bus
-from llmnode.bus.identity import Identity, node_id_to_text
+from llmnode.bus.identity import Identity, node_id_from_text, node_id_to_text
 from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.lan import beacon_binding
 from llmnode.bus.transport import Transport
@@ -35,7 +35,7 @@ from llmnode.nodes.discovery.seeds import join_seeds
 from llmnode.nodes.instruments import instrument
 from llmnode.nodes.membership import Membership, MembershipConfig, Outbound
 from llmnode.nodes.mesh import reports, resources
-from llmnode.nodes.mesh.records import decode_state, sign_record, verify_record
+from llmnode.nodes.mesh.records import decode_state, needs_signing, sign_record, verify_record
 from llmnode.nodes.mesh.view import MeshView
 from llmnode.nodes.placement.host import NodePlacement
 from llmnode.nodes.requests.router import Router
@@ -49,6 +49,8 @@ from llmnode.schemas.requests import (
     Cancel,
     Chunk,
     ErrorReply,
+    LoadQuery,
+    LoadReport,
     OneWay,
     Refuse,
     Request,
@@ -63,7 +65,7 @@ _MEMBERSHIP_TYPES = tuple(
     for cls in vars(membership_messages).values()
     if isinstance(cls, type) and issubclass(cls, WireMessage) and cls is not WireMessage
 )
-_REPLY_TYPES = (Accept, Refuse, Chunk, Result, ErrorReply)
+_REPLY_TYPES = (Accept, Refuse, Chunk, Result, ErrorReply, LoadReport)
 
 
 class Node:
@@ -115,6 +117,7 @@ class Node:
         self._incarnation = incarnation
         self.membership: Membership | None = None
         self._record_version = 0
+        self._published: tuple[NodeState | None, float] = (None, 0.0)  # last signed, when
         self._resources = resources.probe(config.capacity)
         self._stopping = asyncio.Event()
         self._state_dirty = asyncio.Event()
@@ -272,6 +275,8 @@ class Node:
                 self.router.on_reply(sender, message)
             elif isinstance(message, Cancel):
                 self.server.cancel(sender, message.id)
+            elif isinstance(message, LoadQuery):
+                self._send(sender, self.server.load_report(message))
             elif isinstance(message, OneWay):
                 self.clients.deliver(sender, message)
             elif self.placement is None or not self.placement.handle(sender, message):
@@ -342,21 +347,15 @@ class Node:
             self._record_version + 1, int(time.time() * 1000), self.membership.own_record_floor + 1
         )
         state = self.state()
+        self._published = (state, time.time())
         record = sign_record(self.identity, self._record_version, state)
         self.membership.set_local_record(record)
         self.view.set_record(self.node_id, self.node_text, state, self._record_version, time.time())
 
     def reload_keys(self) -> int:
-        """Make the live key ring equal the ring file: add new keys, switch the primary, retire
-        keys no longer listed. Frames in flight under any key of either ring stay valid."""
-        stored = MeshKeyRing.load(self.data_dir / KEYRING_FILE)
+        """Make the live key ring equal the ring file (see :meth:`MeshKeyRing.follow`)."""
         live = self.bus.keyring
-        for key in stored.keys:
-            live.add(key)
-        live.use(stored.primary)
-        for key in live.keys:
-            if key not in stored:
-                live.remove(key)
+        live.follow(MeshKeyRing.load(self.data_dir / KEYRING_FILE))
         log.info("mesh_keys_reloaded", keys=len(live.keys))
         return len(live.keys)
 
@@ -375,7 +374,8 @@ class Node:
             if time.time() - last_probe > 5.0:
                 self._resources = await asyncio.to_thread(resources.probe, self.config.capacity)
                 last_probe = time.time()
-            self._publish_state()
+            if needs_signing(self.state(), self._published, self.config.record_refresh_s):
+                self._publish_state()  # capabilities changed (load is not gossiped)
 
     def status(self) -> dict[str, object]:
         return reports.status_report(self)
@@ -393,8 +393,4 @@ class _Stop(Exception):
 
 
 def _allowlist(texts: list[str]) -> set[bytes] | None:
-    if not texts:
-        return None
-    from llmnode.bus.identity import node_id_from_text  # noqa: PLC0415
-
-    return {node_id_from_text(text) for text in texts}
+    return {node_id_from_text(text) for text in texts} if texts else None

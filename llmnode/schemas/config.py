@@ -44,7 +44,8 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     probe_interval: float = 1.0  # every membership timing scales with it (memberlist LAN: 1 s)
     fault_delay_ms: float = 0.0  # delay every outgoing frame (fault injection; no netem here)
     fault_slow_ms: float = 0.0  # delay every chunk and result this node serves (a slow node)
-    state_refresh_s: float = 2.0
+    state_refresh_s: float = 2.0  # how often capabilities are checked for a change to gossip
+    record_refresh_s: float = 600.0  # the record is re-signed at least this often, unchanged
     allowlist: list[str] = []  # node ids (base32) admitted; empty: anyone holding the mesh key
     model_slots: int = 0  # parallel streams per model; 0: the runtime's default
     model_queue_limit: int = 64

@@ -2,9 +2,11 @@
 
 Top-level messages (they derive :class:`WireMessage` and join the union codec): ``Ping``,
 ``Ack``, ``PingReq``, ``Nack`` (Lifeguard), ``Gossip`` (a dissemination round with no reply
-wanted) and ``PushPull`` (anti-entropy and join). Ping, Ack and Gossip carry a list of gossip
-items: plain tagged structs (``Alive``, ``Suspect``, ``Dead``, ``Left``, ``SignedRecord``) that
-are never messages on their own.
+wanted), ``RecordPull`` (fetch announced records) and ``PushPull`` (anti-entropy and join).
+Ping, Ack and Gossip carry a list of gossip items: plain tagged structs (``Alive``, ``Suspect``,
+``Dead``, ``Left``, ``SignedRecord``) that are never messages on their own. A new record is
+announced as a :class:`RecordVersion` in ``announce`` (last, with a default: older nodes ignore
+it) rather than pushed whole.
 
 A :class:`SignedRecord` is a node's versioned state (``payload`` = msgpack of
 :class:`llmnode.schemas.state.NodeState`, opaque to membership) signed by its origin over
@@ -91,6 +93,18 @@ GossipItem = Alive | Suspect | Dead | Left | SignedRecord
 GossipList = Annotated[list[GossipItem], msgspec.Meta(max_length=MAX_GOSSIP_ITEMS)]
 
 
+class RecordVersion(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    """``origin``'s record exists at ``version``: announced instead of the record itself (the
+    receiver pulls the body with :class:`RecordPull` if it is newer than what it holds)."""
+
+    origin: MemberId
+    version: Counter
+
+
+Announcements = Annotated[list[RecordVersion], msgspec.Meta(max_length=MAX_GOSSIP_ITEMS)]
+MemberIds = Annotated[list[MemberId], msgspec.Meta(max_length=MAX_MEMBERS)]
+
+
 class MemberSnapshot(msgspec.Struct, frozen=True, tag=True, array_like=True):
     """One member as the sender of a push-pull sees it."""
 
@@ -107,6 +121,7 @@ class Ping(WireMessage, frozen=True):
     target: MemberId
     gossip: GossipList = msgspec.field(default_factory=list)
     source_address: Address = ""  # where to send the Ack when the sender is not yet known
+    announce: Announcements = msgspec.field(default_factory=list)  # new records, lazily
 
 
 class Ack(WireMessage, frozen=True):
@@ -114,6 +129,7 @@ class Ack(WireMessage, frozen=True):
 
     seq: Counter
     gossip: GossipList = msgspec.field(default_factory=list)
+    announce: Announcements = msgspec.field(default_factory=list)
 
 
 class PingReq(WireMessage, frozen=True):
@@ -124,6 +140,7 @@ class PingReq(WireMessage, frozen=True):
     target_address: Address
     gossip: GossipList = msgspec.field(default_factory=list)
     source_address: Address = ""
+    announce: Announcements = msgspec.field(default_factory=list)
 
 
 class Nack(WireMessage, frozen=True):
@@ -136,10 +153,25 @@ class Gossip(WireMessage, frozen=True):
     """A dissemination round: gossip items, no reply wanted."""
 
     gossip: GossipList = msgspec.field(default_factory=list)
+    announce: Announcements = msgspec.field(default_factory=list)
+
+
+class RecordPull(WireMessage, frozen=True):
+    """Send me the records of ``origins`` (answering an announcement; the answer is a
+    :class:`Gossip` holding them)."""
+
+    origins: Annotated[list[MemberId], msgspec.Meta(max_length=MAX_GOSSIP_ITEMS)]
 
 
 class PushPull(WireMessage, frozen=True):
-    """Full state exchange: anti-entropy, and the first message of a join."""
+    """State exchange: anti-entropy, and the first message of a join.
+
+    Whole (a join, or an older node): every member and record. By digest (the later fields,
+    which older nodes ignore): ``digest`` holds one hash per bucket of the sender's view; the
+    receiver answers with ``members`` and record ``versions`` of the buckets that differ
+    (``buckets`` of ``bucket_count``); the first sender answers those buckets with its members,
+    the records the other lacks, and the ones it ``want``s, which come back in a last PushPull.
+    """
 
     members: Annotated[list[MemberSnapshot], msgspec.Meta(max_length=MAX_MEMBERS)]
     records: Annotated[list[SignedRecord], msgspec.Meta(max_length=MAX_MEMBERS)] = msgspec.field(
@@ -147,13 +179,24 @@ class PushPull(WireMessage, frozen=True):
     )
     join: bool = False
     reply: bool = False
+    digest: Annotated[list[int], msgspec.Meta(max_length=MAX_MEMBERS)] = msgspec.field(
+        default_factory=list
+    )
+    buckets: Annotated[list[int], msgspec.Meta(max_length=MAX_MEMBERS)] = msgspec.field(
+        default_factory=list
+    )
+    bucket_count: Counter = 0
+    versions: Annotated[list[RecordVersion], msgspec.Meta(max_length=MAX_MEMBERS)] = msgspec.field(
+        default_factory=list
+    )
+    want: MemberIds = msgspec.field(default_factory=list)
 
 
-MembershipMessage = Ping | Ack | PingReq | Nack | Gossip | PushPull
+MembershipMessage = Ping | Ack | PingReq | Nack | Gossip | RecordPull | PushPull
 
 _item_encoder = msgspec.msgpack.Encoder()
 
 
-def item_size(item: GossipItem) -> int:
+def item_size(item: GossipItem | RecordVersion) -> int:
     """Encoded size of one gossip item in bytes (for piggyback budgets)."""
     return len(_item_encoder.encode(item))

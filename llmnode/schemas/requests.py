@@ -77,3 +77,21 @@ class OneWay(WireMessage, frozen=True):
     payload: bytes
     caller: str = ""
     message_id: bytes = b""  # dedup of publications delivered by more than one path
+
+
+class LoadQuery(WireMessage, frozen=True):
+    """What is ``service``'s load on you now? Sent by a caller whose knowledge of a sampled
+    candidate is stale, just before it chooses (load is not gossiped: see ``LoadReport``)."""
+
+    id: bytes  # 16 random bytes, echoed
+    service: str
+
+
+class LoadReport(WireMessage, frozen=True):
+    """The answer to :class:`LoadQuery`: the service's load now; -1 means not served here."""
+
+    id: bytes
+    service: str
+    queue_depth: int = -1
+    in_flight: int = -1
+    ewma_service_ms: float = 0.0

@@ -30,6 +30,10 @@ class MembershipConfig:
     tombstone_timeout: float = 300.0  # dead and left members are forgotten after this
     max_gossip_bytes: int = 4096  # piggyback budget of one Ping, Ack or Gossip message
     max_broadcast_queue: int = 4096
+    # Both True: records are announced and pulled, push-pull compares digests. False gives the
+    # earlier design (records pushed whole, whole views exchanged): the benchmarks' baseline.
+    lazy_records: bool = True
+    digest_push_pull: bool = True
 
     def scaled(self, factor: float) -> MembershipConfig:
         """The same configuration with every timing divided by ``factor``."""

@@ -1,9 +1,14 @@
 """Dissemination: gossip rounds, push-pull anti-entropy, and merging what others say (no I/O).
 
 Every state change travels as a gossip item, piggybacked on Pings and Acks and sent in Gossip
-messages to ``gossip_nodes`` random members every gossip interval; push-pull exchanges whole
-views to repair what gossip missed. Merging an item applies SWIM's rules: a higher incarnation
-wins, Suspect/Dead/Left about ourselves are refuted, and a new item is passed on once.
+messages to ``gossip_nodes`` random members every gossip interval. A new state record travels
+lazily: its :class:`RecordVersion` is gossiped like an item, and a node that holds an older
+version pulls the record from whoever announced it (:class:`RecordPull`), so each node receives
+each record about once instead of once per retransmission. Push-pull repairs what gossip missed:
+a join exchanges whole views; the periodic round sends a digest per bucket of the view
+(:mod:`~llmnode.nodes.membership.digests`) and only the buckets that differ follow. Merging an
+item applies SWIM's rules: a higher incarnation wins, Suspect/Dead/Left about ourselves are
+refuted, and a new item is passed on once.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 from llmnode.nodes.membership.config import suspicion_timeout
+from llmnode.nodes.membership.digests import bucket_count, bucket_of, differing
 from llmnode.nodes.membership.members import (
     LIVE_STATES,
     EventKind,
@@ -29,9 +35,13 @@ from llmnode.schemas.membership import (
     Left,
     MemberSnapshot,
     PushPull,
+    RecordPull,
+    RecordVersion,
     SignedRecord,
     Suspect,
 )
+
+_PULL_ANSWER_BYTES = 60_000  # records answering one RecordPull, per Gossip message
 
 _STATE_EVENTS: dict[str, EventKind] = {"suspect": "suspected", "dead": "dead", "left": "left"}
 
@@ -50,18 +60,147 @@ class Dissemination(MembershipState):
             )
 
         for target in self._random_members(self.config.gossip_nodes, gossipable):
-            items = self._piggyback()
-            if not items:
+            items, announce = self._piggyback()
+            if not items and not announce:
                 return
-            out.append(Outbound(target.node, target.address, Gossip(gossip=items)))
+            message = Gossip(gossip=items, announce=announce)
+            out.append(Outbound(target.node, target.address, message))
 
     def _push_pull_round(self, out: list[Outbound]) -> None:
         targets = self._random_members(1, lambda member: member.state == "alive")
-        if targets:
+        if targets and self.config.digest_push_pull:
+            count = bucket_count(len(self._members))
+            message = PushPull(members=[], reply=True, digest=self._digest(count))
+            out.extend(Outbound(t.node, t.address, message) for t in targets)
+        elif targets:
             message = self._push_pull(join=False, reply=True)
             out.extend(Outbound(t.node, t.address, message) for t in targets)
         elif self._seeds and not self._leaving:
             out.extend(self._join_seeds())  # alone: keep trying the seeds
+
+    def _digest(self, count: int) -> list[int]:
+        records = self._records
+        return self._digests.digest(
+            (
+                (m.node, m.incarnation, m.state, r.version if (r := records.get(m.node)) else 0)
+                for m in self._members.values()
+            ),
+            count,
+        )
+
+    def _answer_push_pull(self, sender: bytes, message: PushPull, out: list[Outbound]) -> None:
+        """Reply to a push-pull already merged: records it wants, then its ``reply`` request
+        (to a digest: the buckets that differ; to those buckets: ours, and what we want)."""
+        address = self._address_of(sender, "")
+        if not address:
+            return
+        if message.want:
+            wanted = [self._records[o] for o in message.want if o in self._records]
+            if wanted:
+                out.append(Outbound(sender, address, PushPull(members=[], records=wanted)))
+        if not message.reply:
+            return
+        if message.digest:
+            count = len(message.digest)
+            diff = differing(self._digest(count), message.digest)
+            self.stats["push_pull_agreed" if not diff else "push_pull_differed"] += 1
+            if diff:
+                members, versions = self._buckets(set(diff), count)
+                reply = PushPull(
+                    members=members,
+                    versions=versions,
+                    buckets=diff,
+                    bucket_count=count,
+                    reply=True,
+                )
+                out.append(Outbound(sender, address, reply))
+        elif message.bucket_count:
+            count, chosen = message.bucket_count, set(message.buckets)
+            members, _ = self._buckets(chosen, count)
+            theirs = {v.origin: v.version for v in message.versions}
+            records = [
+                record
+                for origin, record in self._records.items()
+                if bucket_of(origin, count) in chosen and theirs.get(origin, 0) < record.version
+            ]
+            want = [
+                origin
+                for origin, version in theirs.items()
+                if origin != self.self_id
+                and version > (r.version if (r := self._records.get(origin)) else 0)
+            ]
+            reply = PushPull(
+                members=members,
+                records=records,
+                want=want,
+                buckets=message.buckets,
+                bucket_count=count,
+            )
+            out.append(Outbound(sender, address, reply))
+        else:
+            out.append(Outbound(sender, address, self._push_pull(join=False, reply=False)))
+
+    def _buckets(
+        self, chosen: set[int], count: int
+    ) -> tuple[list[MemberSnapshot], list[RecordVersion]]:
+        """Our members and record versions in the buckets ``chosen`` of ``count``."""
+        members = [
+            MemberSnapshot(m.node, m.address, m.incarnation, m.state)
+            for m in self._members.values()
+            if bucket_of(m.node, count) in chosen
+        ]
+        versions = [
+            RecordVersion(origin, record.version)
+            for origin, record in self._records.items()
+            if bucket_of(origin, count) in chosen
+        ]
+        return members, versions
+
+    def _merge_announcements(
+        self, sender: bytes, address: str, announce: list[RecordVersion], now: float
+    ) -> list[Outbound]:
+        """Pull the announced records newer than ours from ``sender`` (once per timeout)."""
+        pull: list[bytes] = []
+        for item in announce:
+            origin = item.origin
+            if origin == self.self_id:
+                self.own_record_floor = max(self.own_record_floor, item.version)
+                continue
+            current = self._records.get(origin)
+            if current is not None and current.version >= item.version:
+                continue
+            asked = self._wanted.get(origin)
+            if (
+                asked is not None
+                and asked[0] >= item.version
+                and asked[1] + self.config.probe_timeout > now
+            ):
+                continue  # already asked someone; retry elsewhere only after a timeout
+            self._wanted[origin] = (item.version, now)
+            pull.append(origin)
+        address = self._address_of(sender, address)
+        if not pull or not address:
+            return []
+        self.stats["record_pulls"] += 1
+        return [Outbound(sender, address, RecordPull(origins=pull))]
+
+    def _answer_pull(self, sender: bytes, message: RecordPull, out: list[Outbound]) -> None:
+        address = self._address_of(sender, "")
+        if not address:
+            return
+        batch: list[GossipItem] = []
+        size = 0
+        for origin in message.origins:
+            record = self._records.get(origin)
+            if record is None:
+                continue
+            if batch and size + len(record.payload) > _PULL_ANSWER_BYTES:
+                out.append(Outbound(sender, address, Gossip(gossip=batch)))
+                batch, size = [], 0
+            batch.append(record)
+            size += len(record.payload)
+        if batch:
+            out.append(Outbound(sender, address, Gossip(gossip=batch)))
 
     def _join_seeds(self) -> list[Outbound]:
         message = self._push_pull(join=True, reply=True)
@@ -75,6 +214,12 @@ class Dissemination(MembershipState):
         return PushPull(
             members=members, records=list(self._records.values()), join=join, reply=reply
         )
+
+    def _record_item(self, record: SignedRecord) -> GossipItem | RecordVersion:
+        """What is gossiped about a new record: its announcement (or itself, the old way)."""
+        if self.config.lazy_records:
+            return RecordVersion(record.origin, record.version)
+        return record
 
     def _merge(self, items: Iterable[GossipItem], now: float) -> None:
         for item in items:
@@ -205,6 +350,9 @@ class Dissemination(MembershipState):
             self.rejections["bad_record"] += 1
             return
         self._records[record.origin] = record
+        asked = self._wanted.get(record.origin)
+        if asked is not None and asked[0] <= record.version:
+            del self._wanted[record.origin]
         member = self._members.get(record.origin)
         address = member.address if member is not None else ""
         incarnation = member.incarnation if member is not None else 0
@@ -212,4 +360,4 @@ class Dissemination(MembershipState):
             MemberEvent("record_updated", record.origin, address, incarnation, now, record)
         )
         if announce:
-            self._broadcasts.enqueue((b"record", record.origin), record)
+            self._broadcasts.enqueue((b"record", record.origin), self._record_item(record))

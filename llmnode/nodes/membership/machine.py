@@ -40,6 +40,7 @@ from llmnode.schemas.membership import (
     Ping,
     PingReq,
     PushPull,
+    RecordPull,
     SignedRecord,
 )
 
@@ -137,7 +138,7 @@ class Membership(FailureDetection):
                 f"record version {record.version} is not newer than {current.version}"
             )
         self._records[self.self_id] = record
-        self._broadcasts.enqueue((b"record", self.self_id), record)
+        self._broadcasts.enqueue((b"record", self.self_id), self._record_item(record))
 
     def receive(self, sender: bytes, message: object, now: float) -> list[Outbound]:
         """Handle one message that the bus authenticated as coming from ``sender``."""
@@ -149,32 +150,31 @@ class Membership(FailureDetection):
         if known is not None:
             known.last_heard = now
         out: list[Outbound] = []
-        if isinstance(message, Ping):
+        if isinstance(message, Ping | Ack | PingReq | Gossip):
             self._merge(message.gossip, now)
+            source = message.source_address if isinstance(message, Ping | PingReq) else ""
+            out.extend(self._merge_announcements(sender, source, message.announce, now))
+        if isinstance(message, Ping):
             if message.target != self.self_id:
                 self.rejections["wrong_target"] += 1
                 return out
             address = self._address_of(sender, message.source_address)
             if address:
-                ack = Ack(seq=message.seq, gossip=self._piggyback())
+                gossip, announce = self._piggyback()
+                ack = Ack(seq=message.seq, gossip=gossip, announce=announce)
                 out.append(Outbound(sender, address, ack))
         elif isinstance(message, Ack):
-            self._merge(message.gossip, now)
             self._on_ack(message.seq, out, now)
         elif isinstance(message, Nack):
             self._on_nack(message.seq)
         elif isinstance(message, PingReq):
-            self._merge(message.gossip, now)
             self._relay(sender, message, now, out)
-        elif isinstance(message, Gossip):
-            self._merge(message.gossip, now)
+        elif isinstance(message, RecordPull):
+            self._answer_pull(sender, message, out)
         elif isinstance(message, PushPull):
             self._merge_push_pull(sender, message, now)
-            if message.reply:
-                address = self._address_of(sender, "")
-                if address:
-                    out.append(Outbound(sender, address, self._push_pull(join=False, reply=False)))
-        else:
+            self._answer_push_pull(sender, message, out)
+        elif not isinstance(message, Gossip):
             self.rejections["unexpected_message"] += 1
         return out
 

@@ -124,9 +124,14 @@ class FailureDetection(Dissemination):
             gossip: list[GossipItem] = []
             if target.state == "suspect":  # let it refute at once
                 gossip.append(Suspect(target.node, target.incarnation, self.self_id))
-            gossip.extend(self._piggyback())
+            items, announce = self._piggyback()
+            gossip.extend(items)
             ping = Ping(
-                seq=self._sequence, target=target.node, gossip=gossip, source_address=self.address
+                seq=self._sequence,
+                target=target.node,
+                gossip=gossip,
+                source_address=self.address,
+                announce=announce,
             )
             out.append(Outbound(target.node, target.address, ping))
 
@@ -154,7 +159,8 @@ class FailureDetection(Dissemination):
             return
         relay = self._relays.pop(seq, None)
         if relay is not None:
-            ack = Ack(seq=relay.seq, gossip=self._piggyback())
+            gossip, announce = self._piggyback()
+            ack = Ack(seq=relay.seq, gossip=gossip, announce=announce)
             out.append(Outbound(relay.requester, relay.address, ack))
 
     def _relay(self, sender: bytes, request: PingReq, now: float, out: list[Outbound]) -> None:
@@ -168,10 +174,12 @@ class FailureDetection(Dissemination):
         self._sequence += 1
         deadline = now + self.config.probe_timeout
         self._relays[self._sequence] = Relay(sender, address, request.seq, deadline)
+        gossip, announce = self._piggyback()
         ping = Ping(
             seq=self._sequence,
             target=request.target,
-            gossip=self._piggyback(),
+            gossip=gossip,
             source_address=self.address,
+            announce=announce,
         )
         out.append(Outbound(request.target, request.target_address, ping))

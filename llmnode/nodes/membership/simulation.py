@@ -162,16 +162,20 @@ class Simulation:
         self.crashed.discard(node)
         return machine
 
-    def bootstrap(self, count: int) -> None:
+    def bootstrap(self, count: int, record: Callable[[int], SignedRecord] | None = None) -> None:
         """``count`` nodes that already know each other (as after a completed join): each gets
-        one push-pull holding every member, delivered directly. Events are discarded."""
+        one push-pull holding every member (and, with ``record``, every node's record ``record(
+        index)``, its own set as its local record), delivered directly. Events are discarded."""
         for index in range(count):
             self.add_node(index)
         snapshot = [
             MemberSnapshot(node, machine.address, 0, "alive")
             for node, machine in self.nodes.items()
         ]
-        message = PushPull(members=snapshot)
+        records = [] if record is None else [record(index) for index in range(count)]
+        for index, own in enumerate(records):
+            self.nodes[node_id(index)].set_local_record(own)
+        message = PushPull(members=snapshot, records=records)
         sender = node_id(0)
         for node, machine in self.nodes.items():
             machine.receive(node_id(1) if node == sender else sender, message, self.now)

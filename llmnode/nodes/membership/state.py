@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from llmnode.nodes.membership.broadcasts import BroadcastQueue
 from llmnode.nodes.membership.config import MembershipConfig, retransmit_limit
+from llmnode.nodes.membership.digests import DigestCache
 from llmnode.nodes.membership.members import (
     LIVE_STATES,
     EventKind,
@@ -24,7 +25,13 @@ from llmnode.nodes.membership.members import (
     MemberEvent,
 )
 from llmnode.nodes.membership.suspicion import Suspicion
-from llmnode.schemas.membership import Alive, GossipItem, MemberStateName, SignedRecord
+from llmnode.schemas.membership import (
+    Alive,
+    GossipItem,
+    MemberStateName,
+    RecordVersion,
+    SignedRecord,
+)
 
 if TYPE_CHECKING:
     from llmnode.nodes.membership.probing import Probe, Relay
@@ -52,6 +59,7 @@ class MembershipState:
         self.declared: Counter[str] = Counter()
         #: Called with each direct probe's round-trip time, in seconds (the node's histogram).
         self.on_probe_rtt: Callable[[float], None] | None = None
+        self.stats: Counter[str] = Counter()  # push-pull outcomes, record pulls
         self._rng = rng
         self._verify_record = verify_record
         self._self = KnownNode(self_id, address, incarnation, 0.0)
@@ -76,12 +84,23 @@ class MembershipState:
         self._next_gossip = 0.0
         self._next_push_pull = 0.0
         self.own_record_floor = 0  # highest version of our own record seen from others
+        self._wanted: dict[bytes, tuple[int, float]] = {}  # origin -> (version, pulled at)
+        self._digests = DigestCache()
 
     def _retransmit_limit(self) -> int:
         return retransmit_limit(self.config.retransmit_multiplier, self._live)
 
-    def _piggyback(self) -> list[GossipItem]:
-        return self._broadcasts.take(self.config.max_gossip_bytes, self._retransmit_limit())
+    def _piggyback(self) -> tuple[list[GossipItem], list[RecordVersion]]:
+        """What rides on the next message: gossip items, and record announcements."""
+        taken = self._broadcasts.take(self.config.max_gossip_bytes, self._retransmit_limit())
+        gossip: list[GossipItem] = []
+        announce: list[RecordVersion] = []
+        for item in taken:
+            if isinstance(item, RecordVersion):
+                announce.append(item)
+            else:
+                gossip.append(item)
+        return gossip, announce
 
     def _adjust_awareness(self, delta: int) -> None:
         limit = self.config.awareness_max_multiplier - 1
@@ -106,6 +125,10 @@ class MembershipState:
             self._tombstones[member.node] = now
 
     def _reap(self, now: float) -> None:
+        if self._wanted:  # pulls never answered: forget them (a later announcement retries)
+            horizon = now - self.config.push_pull_interval
+            for origin in [o for o, (_, at) in self._wanted.items() if at < horizon]:
+                del self._wanted[origin]
         if not self._tombstones:
             return
         timeout = self.config.tombstone_timeout

@@ -6,7 +6,9 @@ origin over (domain, origin, version, payload) means no relay can forge or alter
 
 from __future__ import annotations
 
+import math
 import struct
+import time
 
 import msgspec
 
@@ -14,7 +16,7 @@ from llmnode.bus import crypto
 from llmnode.bus.identity import Identity
 from llmnode.errors import Rejected
 from llmnode.schemas.membership import SignedRecord
-from llmnode.schemas.state import NodeState
+from llmnode.schemas.state import NodeState, ServiceLoad
 
 _DOMAIN = b"llmnode/state-record/v1"
 _decoder = msgspec.msgpack.Decoder(NodeState)
@@ -61,3 +63,53 @@ def decode_state(record: SignedRecord) -> NodeState:
         return _decoder.decode(record.payload)
     except msgspec.DecodeError as error:  # ValidationError derives from DecodeError
         raise Rejected("bad_record", str(error)[:200]) from error
+
+
+SERVICE_TIME_STEP = 1.25  # a service time 25 % away from the one last gossiped is a change
+
+
+def service_time_class(ewma_service_ms: float) -> int:
+    """Which band of width ×1.25 a service time falls in (0: not measured yet)."""
+    if ewma_service_ms <= 0.0:
+        return 0
+    return 1 + math.floor(math.log(ewma_service_ms) / math.log(SERVICE_TIME_STEP))
+
+
+def capability_key(state: NodeState) -> bytes:
+    """What of ``state`` is gossiped as a change: everything but the fast-changing figures (each
+    service's queue, in-flight count and counters; free memory and utilisation; requests
+    served), which travel on replies and :class:`LoadReport` instead. A service time counts
+    only by its band (:func:`service_time_class`): it moves slowly, and callers need it for
+    nodes they have not sent to yet."""
+    services = [
+        msgspec.structs.replace(
+            info,
+            load=ServiceLoad(
+                slots=info.load.slots,
+                queue_limit=info.load.queue_limit,
+                memory_mb=info.load.memory_mb,
+                ewma_service_ms=float(service_time_class(info.load.ewma_service_ms)),
+            ),
+        )
+        for info in state.services
+    ]
+    gpus = [
+        msgspec.structs.replace(gpu, memory_free_mb=0, utilization_pct=0)
+        for gpu in state.resources.gpus
+    ]
+    resources = msgspec.structs.replace(state.resources, ram_free_mb=0, gpus=gpus)
+    steady = msgspec.structs.replace(
+        state, services=services, resources=resources, requests_served=0
+    )
+    return _encoder.encode(steady)
+
+
+def needs_signing(
+    state: NodeState, published: tuple[NodeState | None, float], refresh_s: float
+) -> bool:
+    """True when ``state``'s capabilities differ from those last signed (``published``: that
+    state and when), or the last record is ``refresh_s`` old."""
+    last, signed_at = published
+    if last is None or time.time() - signed_at >= refresh_s:
+        return True
+    return capability_key(state) != capability_key(last)

@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import msgspec
+
 from llmnode.schemas.membership import MemberStateName
-from llmnode.schemas.state import NodeState, ServiceInfo
+from llmnode.schemas.state import NodeState, ServiceInfo, ServiceLoad
 
 LIVE = ("alive", "suspect")
 
@@ -105,6 +107,14 @@ class MeshView:
                 if info.name == service:
                     found.append((peer, info))
         return found
+
+    def current_load(self, peer: Peer, info: ServiceInfo) -> ServiceLoad:
+        """``info``'s load with the freshest queue and in-flight counts known: from replies and
+        load reports when newer than the record (records do not carry live load)."""
+        fresh = self.fresh_load.get((peer.node, info.name))
+        if fresh is None or fresh[2] <= peer.record_time:
+            return info.load
+        return msgspec.structs.replace(info.load, queue_depth=fresh[0], in_flight=fresh[1])
 
     def advertised_anywhere(self, service: str, only: bytes | None = None) -> bool:
         """Whether any node (or node ``only``) advertises ``service``, whatever its state."""

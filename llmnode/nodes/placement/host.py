@@ -19,6 +19,7 @@ its last gossiped record, so the loop never starts a fetch or a load twice.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
 import time
@@ -36,6 +37,7 @@ from llmnode.nodes.placement.loop import Hooks, PlacementLoop, issue_and_keep
 from llmnode.nodes.placement.memory import memory_for_models_mb
 from llmnode.schemas.base import WireMessage
 from llmnode.schemas.placement import MAX_REPLICAS, MODEL_NAME, Deployment, DeploymentSync
+from llmnode.schemas.requests import LoadQuery
 from llmnode.schemas.state import Resources
 
 log = get_logger(__name__)
@@ -204,12 +206,16 @@ class NodePlacement:
                     self._send(peer, DeploymentSync(records=records[start : start + GOSSIP_BATCH]))
 
     def queue_waits(self) -> dict[str, float]:
-        """The mesh-wide queue wait of every ``--auto`` model, from the gossiped loads."""
-        return {
-            model: queue_wait_ms(info.load for _, info in self.view.hosts(MODEL_PREFIX + model))
-            for model, deployment in self.deployments.current().items()
-            if deployment.deployed and deployment.auto
-        }
+        """The mesh-wide queue wait of every ``--auto`` model, from the freshest loads known
+        (load is not gossiped: each step asks every host, and the next step reads the answers)."""
+        waits = {}
+        for model, deployment in self.deployments.current().items():
+            if deployment.deployed and deployment.auto:
+                hosts = self.view.hosts(MODEL_PREFIX + model)
+                for peer, info in hosts:
+                    self._send(peer.node, LoadQuery(id=os.urandom(16), service=info.name))
+                waits[model] = queue_wait_ms(self.view.current_load(p, i) for p, i in hosts)
+        return waits
 
     async def _autoscale(self) -> None:
         while True:

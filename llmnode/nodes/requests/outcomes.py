@@ -8,7 +8,6 @@ node, rebuilt here from its wire fields.
 from __future__ import annotations
 
 from llmnode.errors import AgentLost, DeadlineExceeded, MeshError, NoCapacity, error_from_code
-from llmnode.nodes.requests.retry import ErrorKind, RetryPolicy
 from llmnode.schemas.requests import ErrorReply, Refuse
 
 
@@ -48,25 +47,3 @@ def typed_error(message: Refuse | ErrorReply) -> MeshError:
     return error_from_code(
         message.code, message.message, remote_type=message.remote_type, reason=message.reason
     )
-
-
-def retry_at(
-    policy: RetryPolicy,
-    kind: ErrorKind,
-    attempts: int,
-    now: float,
-    deadline: float,
-    error: MeshError,
-    idempotent: bool,
-    accepted: bool,
-) -> float:
-    """When to try again as ``policy`` decides, or raise ``error`` when it says not to retry
-    (attempts exhausted, deadline too close, an accepted request that is not idempotent)."""
-    decision = policy.decide(
-        kind, attempts, now, deadline, idempotent=idempotent, accepted=accepted
-    )
-    if not decision.retry:
-        if decision.reason == "deadline" and not isinstance(error, NoCapacity):
-            raise DeadlineExceeded(f"{error}; no time left to retry") from error
-        raise error
-    return decision.at

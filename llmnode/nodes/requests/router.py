@@ -31,15 +31,11 @@ from llmnode.errors import (
 )
 from llmnode.log import get_logger
 from llmnode.nodes.mesh.view import MeshView
+from llmnode.nodes.requests.backoff import back_off
 from llmnode.nodes.requests.candidates import candidates as find_candidates
 from llmnode.nodes.requests.hedging import race
-from llmnode.nodes.requests.outcomes import (
-    AttemptFailed,
-    at_deadline,
-    failed_error,
-    retry_at,
-    typed_error,
-)
+from llmnode.nodes.requests.loads import LoadSampler
+from llmnode.nodes.requests.outcomes import AttemptFailed, at_deadline, failed_error, typed_error
 from llmnode.nodes.requests.retry import ErrorKind, RetryPolicy
 from llmnode.nodes.requests.scheduler import Candidate, Choice, InFlightLedger, choose
 from llmnode.nodes.requests.server import RequestServer
@@ -56,6 +52,7 @@ from llmnode.schemas.requests import (
     Cancel,
     Chunk,
     ErrorReply,
+    LoadReport,
     OneWay,
     Refuse,
     Request,
@@ -86,6 +83,9 @@ class Router:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock  # unix seconds; tests inject their own
+        self.loads = LoadSampler(
+            view, send, clock, stale_s=2 * heartbeat_s, wait_s=heartbeat_s / 20
+        )
         self._view = view
         self._server = server
         self._send = send
@@ -101,7 +101,9 @@ class Router:
 
     # -- inbound ------------------------------------------------------------------------------
 
-    def on_reply(self, sender: bytes, message: Answer) -> None:
+    def on_reply(self, sender: bytes, message: Answer | LoadReport) -> None:
+        if isinstance(message, LoadReport):
+            return self.loads.on_report(sender, message)
         pending = self._pending.get(message.id)
         if pending is None or pending[0] != sender:
             self.counters["stray_reply"] += 1
@@ -188,6 +190,8 @@ class Router:
                 if remaining <= 0:
                     raise at_deadline(last_error, service, timeout)
                 candidates = self._candidates(service, only)
+                if await self.loads.refresh(candidates):  # stale: ask a sample (Sparrow)
+                    candidates = self._candidates(service, only)
                 if not candidates:
                     if (
                         not self._view.advertised_anywhere(service, only)
@@ -206,7 +210,9 @@ class Router:
                 except NoCapacity as error:
                     last_error = error
                     exclude.clear()  # everyone is full or refused: back off, then try them all
-                    await self._back_off("busy", attempts, deadline, last_error)
+                    await back_off(
+                        self.policy, self._clock(), "busy", attempts, deadline, last_error
+                    )
                     continue
                 current = payload
                 if resumable and delivered.token_ids:
@@ -229,7 +235,9 @@ class Router:
                     last_error = NoCapacity(f"every node serving {service!r} is busy ({error})")
                     self.counters["rerouted"] += 1
                     exclude.add(choice.node)
-                    await self._back_off("busy", attempts, deadline, last_error)
+                    await back_off(
+                        self.policy, self._clock(), "busy", attempts, deadline, last_error
+                    )
                     continue
                 except UnknownAgent:
                     exclude.add(choice.node)  # its record was stale: another replica, at once
@@ -243,8 +251,15 @@ class Router:
                         raise MeshError(f"stream from {service!r} lost its node") from None
                     kind: ErrorKind = "timeout" if failure.reason in _TIMEOUTS else "failed"
                     last_error = failed_error(service, failure, idempotent)
-                    await self._back_off(
-                        kind, attempts, deadline, last_error, idempotent, failure.may_have_run
+                    await back_off(
+                        self.policy,
+                        self._clock(),
+                        kind,
+                        attempts,
+                        deadline,
+                        last_error,
+                        idempotent,
+                        failure.may_have_run,
                     )
                     self.counters["retried"] += 1
                     if resumable and delivered.token_ids:
@@ -262,21 +277,6 @@ class Router:
         except MeshError:
             self.counters["failed"] += 1
             raise
-
-    async def _back_off(
-        self,
-        kind: ErrorKind,
-        attempts: int,
-        deadline: float,
-        error: MeshError,
-        idempotent: bool = True,
-        accepted: bool = False,
-    ) -> None:
-        """Wait as :class:`RetryPolicy` says before the next try, or raise (see ``retry_at``)."""
-        now = self._clock()
-        at = retry_at(self.policy, kind, attempts, now, deadline, error, idempotent, accepted)
-        if at > now:
-            await asyncio.sleep(at - now)
 
     async def _attempt_or_hedge(
         self,

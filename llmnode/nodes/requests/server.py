@@ -35,6 +35,8 @@ from llmnode.schemas.requests import (
     Accept,
     Chunk,
     ErrorReply,
+    LoadQuery,
+    LoadReport,
     Refuse,
     Request,
     Result,
@@ -75,6 +77,19 @@ class RequestServer:
         if service is None:
             return None
         return _with_active(service.info().load, self.active[name])
+
+    def load_report(self, query: LoadQuery) -> LoadReport:
+        """The answer to a caller's :class:`LoadQuery` (-1: not served here)."""
+        load = self.load_of(query.service)
+        if load is None:
+            return LoadReport(id=query.id, service=query.service)
+        return LoadReport(
+            id=query.id,
+            service=query.service,
+            queue_depth=load.queue_depth,
+            in_flight=load.in_flight,
+            ewma_service_ms=load.ewma_service_ms,
+        )
 
     def begin(self, name: str) -> None:
         self.active[name] += 1

@@ -15,9 +15,10 @@ from llmnode.bus.identity import Identity, node_id_to_text
 from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.sealing import DATA, HEADER, HELLO, MAGIC, NO_RECIPIENT, Sealer
 from llmnode.nodes.discovery.beacon import decode_beacon, encode_beacon
+from llmnode.nodes.membership.digests import digest
 from llmnode.schemas.base import PROTOCOL_VERSION
 from llmnode.schemas.handshake import Hello
-from llmnode.schemas.membership import signed_record_content
+from llmnode.schemas.membership import Gossip, RecordVersion, signed_record_content
 from llmnode.schemas.messages import decode, encode
 from llmnode.schemas.requests import Request
 
@@ -52,6 +53,7 @@ def compute() -> dict[str, Any]:
     pair = crypto.pair_key(a.secret_key, b.node_id, MESH_KEY)
     data_frame = frame(DATA, a, b.node_id, pair, 2, request)
     record_content = signed_record_content(a.node_id, 3, b"state")
+    view = [(a.node_id, 1, "alive", 3), (b.node_id, 0, "suspect", 0)]
     return {
         "seed_a": SEED_A.hex(),
         "seed_b": SEED_B.hex(),
@@ -75,6 +77,8 @@ def compute() -> dict[str, Any]:
         "beacon": encode_beacon(MESH_KEY, crypto.key_id(MESH_KEY), a.node_id, ADDRESS).hex(),
         "record_signed_content": record_content.hex(),
         "record_signature": crypto.sign(record_content, a.secret_key).hex(),
+        "announce_body": encode(Gossip(announce=[RecordVersion(a.node_id, 3)])).hex(),
+        "digest_a1_alive_v3_b0_suspect_4_buckets": [f"{d:016x}" for d in digest(view, 4)],
     }
 
 
