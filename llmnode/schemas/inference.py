@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 import sys
+from typing import Literal
 
 import msgspec
 
@@ -18,6 +19,17 @@ from llmnode.errors import ProtocolError
 class ChatMessage(msgspec.Struct, frozen=True, kw_only=True):
     role: str  # "system", "user" or "assistant"
     content: str
+
+
+class Constraint(msgspec.Struct, frozen=True, kw_only=True):
+    """What a generated answer must match; the runtime masks every token that could not.
+
+    ``kind`` says how to read ``source``: ``"json_schema"`` (a JSON Schema as JSON text),
+    ``"regex"`` (a regular expression the whole answer matches) or ``"lark"`` (a Lark grammar in
+    llguidance's dialect, which may embed JSON Schemas with ``%json{...}``)."""
+
+    kind: Literal["json_schema", "regex", "lark"]
+    source: str
 
 
 class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,6 +47,10 @@ class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):
     # and counted against max_tokens, so a greedy resumed run continues the interrupted one.
     resume_token_ids: list[int] = []
     ignore_eos: bool = False  # keep going past end-of-sequence tokens (benchmarks)
+    constraint: Constraint | None = None  # decode only what matches (structured output)
+    # OpenAI-style tool definitions as JSON text, given to a chat template that renders tools
+    # (``tools``); for one that does not, the runtime describes them in a system turn.
+    tools: str = ""
 
 
 class TokenChunk(msgspec.Struct, frozen=True, kw_only=True):
