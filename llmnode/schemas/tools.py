@@ -91,16 +91,19 @@ def _call_schema(tool: Tool) -> dict[str, Any]:
     }
 
 
-def call_constraint(tools: list[Tool], *, required: bool) -> Constraint:
+def call_constraint(
+    tools: list[Tool], *, required: bool, answer_schema: str | None = None
+) -> Constraint:
     """The grammar of an answer that is one call to one of ``tools`` (``required``), or either
-    such a call or plain text that does not start with ``<`` (the model decides)."""
+    such a call or an answer: JSON under ``answer_schema`` when given, else plain text that does
+    not start with ``<`` (the model decides)."""
     schemas = [_call_schema(tool) for tool in tools]
     schema = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
     call = f"call: {json.dumps(CALL_OPEN)} %json{json.dumps(schema)} {json.dumps(CALL_CLOSE)}"
     if required:
         return Constraint(kind="lark", source=f"start: call\n{call}\n")
-    text = r"text: /[^<][\s\S]*/"
-    return Constraint(kind="lark", source=f"start: call | text\n{call}\n{text}\n")
+    answer = r"answer: /[^<][\s\S]*/" if answer_schema is None else f"answer: %json{answer_schema}"
+    return Constraint(kind="lark", source=f"start: call | answer\n{call}\n{answer}\n")
 
 
 def read_calls(text: str) -> tuple[str, list[ToolCall]]:

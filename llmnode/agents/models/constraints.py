@@ -14,6 +14,7 @@ of this, so they decode exactly as fast as before.
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -76,11 +77,27 @@ class TokenMatcher:
             raise ModelError(f"constraint failed: {self._matcher.get_error()}")
 
 
+def _plain_decoder(tokenizer_json: str) -> str:
+    """The tokenizer with a byte-level decoder stated plainly.
+
+    Some exports wrap ``ByteLevel`` in a ``Sequence`` with ``ByteFallback``/``Replace`` steps
+    (no-ops for a byte-level vocabulary); llguidance then reads tokens such as ``Ġanswer`` as
+    literal text. Keeping only the ``ByteLevel`` step lets it map tokens to their bytes."""
+    data = json.loads(tokenizer_json)
+    decoder = data.get("decoder") or {}
+    if decoder.get("type") == "Sequence":
+        for step in decoder.get("decoders", []):
+            if step.get("type") == "ByteLevel":
+                data["decoder"] = step
+                return json.dumps(data)
+    return tokenizer_json
+
+
 class Grammars:
     """Compiles constraints against one model's tokenizer."""
 
     def __init__(self, tokenizer: TextTokenizer, vocabulary: int, stop_ids: set[int]) -> None:
-        self._source = tokenizer.backend.to_str()
+        self._source = _plain_decoder(tokenizer.backend.to_str())
         self._vocabulary = max(vocabulary, int(tokenizer.backend.get_vocab_size()))
         self._stop_ids = sorted(stop_ids)
         self._tokenizer: Any = None

@@ -36,11 +36,11 @@ from llmnode.agents.models.results import collect_result
 from llmnode.agents.models.sampling import choose_token, held_suffix
 from llmnode.agents.models.sequences import DecodeSequence, TokenStream
 from llmnode.agents.models.store import ModelStore
-from llmnode.schemas.tools import prompt_turns
 from llmnode.errors import Busy, ModelError
 from llmnode.log import get_logger
 from llmnode.schemas.inference import GenerateRequest, GenerateResult, TokenChunk
 from llmnode.schemas.state import ServiceLoad
+from llmnode.schemas.tools import prompt_turns
 
 log = get_logger(__name__)
 
