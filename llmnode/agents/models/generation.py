@@ -32,6 +32,7 @@ import numpy as np
 from llmnode.agents.models.constraints import Grammars
 from llmnode.agents.models.decoding import KVBatch, open_batch
 from llmnode.agents.models.loading import load_model
+from llmnode.agents.models.prefix_cache import PrefixCache
 from llmnode.agents.models.results import collect_result
 from llmnode.agents.models.sampling import choose_token, held_suffix
 from llmnode.agents.models.sequences import DecodeSequence, TokenStream
@@ -46,6 +47,7 @@ log = get_logger(__name__)
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 _EWMA = 0.2
+DEFAULT_PREFIX_CACHE_MB = 128.0
 
 
 class GenerationRuntime:
@@ -60,6 +62,7 @@ class GenerationRuntime:
         queue_limit: int = 64,
         prefer_gpu: bool = True,
         threads: int | None = None,
+        prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB,
     ) -> None:
         model = load_model(store, name, "text-generation", prefer_gpu=prefer_gpu, threads=threads)
         folder = model.folder
@@ -74,6 +77,13 @@ class GenerationRuntime:
         self.stop_token_ids = self._stop_tokens(folder)
         self._memory_mb = model.memory_mb
         self._shared_buffer = model.shared_buffer
+        # Prompt prefixes seen recently (system prompts, few-shot examples, history): their KV
+        # is reused, so a request sharing one prefills only the rest. 0 turns it off.
+        self.prefix_cache = (
+            PrefixCache(int(prefix_cache_mb * 1024 * 1024))
+            if prefix_cache_mb > 0 and self._shared_buffer
+            else None
+        )
         self._batch: KVBatch = self._open_batch()
         width = self.session.get_outputs()[0].shape[-1]
         self.grammars = Grammars(
@@ -95,6 +105,7 @@ class GenerationRuntime:
             shared_buffer=self._shared_buffer,
             slots=self.max_batch_size,
             max_positions=self.max_positions,
+            prefix=self.prefix_cache,
         )
 
     def _stop_tokens(self, folder: Path) -> set[int]:
