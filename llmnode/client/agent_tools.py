@@ -52,13 +52,23 @@ class AgentTool(msgspec.Struct, frozen=True, kw_only=True):
         return re.sub(r"[^A-Za-z0-9_-]", "_", self.agent)
 
     def definition(self) -> Tool:
-        parameters = _QUESTION if self.message is None else type_schema(self.message)
+        parameters = _QUESTION if self.message is None else _inline(type_schema(self.message))
         description = self.description or f"Ask the {self.agent} agent of the mesh."
         return Tool(
             function=Function(
                 name=self.function_name, description=description, parameters=parameters
             )
         )
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """A Struct's schema with its top ``$ref`` replaced by the object it names."""
+    reference = schema.get("$ref")
+    if not isinstance(reference, str) or not reference.startswith("#/$defs/"):
+        return schema
+    definitions = dict(schema.get("$defs", {}))
+    top = definitions.pop(reference.removeprefix("#/$defs/"))
+    return {**top, "$defs": definitions} if definitions else dict(top)
 
 
 class ToolCalled(msgspec.Struct, frozen=True, kw_only=True):

@@ -81,8 +81,11 @@ def prompt_turns(
     return turns, None
 
 
-def _call_schema(tool: Tool) -> dict[str, Any]:
-    parameters = tool.function.parameters or {"type": "object", "properties": {}}
+def _call_schema(tool: Tool, definitions: dict[str, Any]) -> dict[str, Any]:
+    """The schema of one call; the parameters' ``$defs`` move into ``definitions`` (their
+    ``#/$defs/...`` references resolve against the root of the grammar's schema)."""
+    parameters = dict(tool.function.parameters or {"type": "object", "properties": {}})
+    definitions.update(parameters.pop("$defs", {}))
     return {
         "type": "object",
         "properties": {"name": {"const": tool.function.name}, "arguments": parameters},
@@ -97,8 +100,11 @@ def call_constraint(
     """The grammar of an answer that is one call to one of ``tools`` (``required``), or either
     such a call or an answer: JSON under ``answer_schema`` when given, else plain text that does
     not start with ``<`` (the model decides)."""
-    schemas = [_call_schema(tool) for tool in tools]
+    definitions: dict[str, Any] = {}
+    schemas = [_call_schema(tool, definitions) for tool in tools]
     schema = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
+    if definitions:
+        schema = {**schema, "$defs": definitions}
     call = f"call: {json.dumps(CALL_OPEN)} %json{json.dumps(schema)} {json.dumps(CALL_CLOSE)}"
     if required:
         return Constraint(kind="lark", source=f"start: call\n{call}\n")
