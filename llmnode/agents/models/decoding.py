@@ -36,8 +36,9 @@ class KVBatch(Protocol):
     def rows(self) -> int:
         """How many sequences the batch holds."""
 
-    def prefill(self, ids: list[int]) -> np.ndarray:
-        """Run a new sequence's prompt, append it as the last row; its last logits [vocab]."""
+    def prefill(self, ids: list[int], key: bytes | None = None) -> np.ndarray:
+        """Run a new sequence's prompt, append it as the last row; its last logits [vocab].
+        ``key`` names its prefix for a prefix cache (see ``prefix_key``)."""
 
     def step(self, tokens: list[int]) -> np.ndarray:
         """Feed one token per row; the next logits [rows, vocab]."""
@@ -101,7 +102,7 @@ class SharedBufferBatch:
             values.append(value)
         return values
 
-    def prefill(self, ids: list[int]) -> np.ndarray:
+    def prefill(self, ids: list[int], key: bytes | None = None) -> np.ndarray:
         row = self.rows
         if row >= self._slots:
             raise RuntimeError(f"all {self._slots} cache slots are taken")
@@ -120,7 +121,9 @@ class SharedBufferBatch:
         if self._prefix is not None:
             buffers = self._buffers
             self._prefix.store(
-                ids, lambda start, stop: [buffer[row, :, start:stop].copy() for buffer in buffers]
+                ids,
+                lambda start, stop: [buffer[row, :, start:stop].copy() for buffer in buffers],
+                key,
             )
         logits: np.ndarray = binding.get_outputs()[0].numpy()[0, -1]
         return logits
@@ -194,7 +197,7 @@ class PaddedBatch:
         outputs: list[np.ndarray] = self._session.run(None, feed)
         return outputs[0][:, -1, :], list(outputs[1:])
 
-    def prefill(self, ids: list[int]) -> np.ndarray:
+    def prefill(self, ids: list[int], key: bytes | None = None) -> np.ndarray:
         count = len(ids)
         empty = np.zeros((1, self._heads, 0, self._head_size), dtype=self._type)
         logits, present = self._forward(

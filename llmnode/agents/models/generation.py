@@ -39,7 +39,7 @@ from llmnode.agents.models.sequences import DecodeSequence, TokenStream
 from llmnode.agents.models.store import ModelStore
 from llmnode.errors import Busy, ModelError
 from llmnode.log import get_logger
-from llmnode.schemas.inference import GenerateRequest, GenerateResult, TokenChunk
+from llmnode.schemas.inference import GenerateRequest, GenerateResult, TokenChunk, prefix_key
 from llmnode.schemas.state import ServiceLoad
 from llmnode.schemas.tools import prompt_turns
 
@@ -96,6 +96,7 @@ class GenerationRuntime:
         self._ewma_service_ms = 0.0
         self._tokens_per_s = 0.0
         self._served = 0
+        self._advertised: list[bytes] = []  # the prefix cache's keys after the last prefill
         self._worker = threading.Thread(target=self._run, name=f"generate-{name}", daemon=True)
         self._worker.start()
 
@@ -194,6 +195,7 @@ class GenerationRuntime:
             tokens_per_s=round(self._tokens_per_s, 3),
             served=self._served,
             memory_mb=self._memory_mb,
+            prefixes=self._advertised,
         )
 
     def close(self) -> None:
@@ -265,7 +267,9 @@ class GenerationRuntime:
             self._finish(sequence, "length")
             return
         ids = prompt_ids + resumed
-        logits = self._batch.prefill(ids)
+        logits = self._batch.prefill(ids, prefix_key(sequence.request))
+        if self.prefix_cache is not None:  # read by load() on the event loop: a fresh list
+            self._advertised = self.prefix_cache.keys()
         self._rows.append(sequence)
         sequence.position = len(ids)
         self._accept(sequence, logits)

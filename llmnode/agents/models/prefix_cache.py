@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 DEFAULT_BLOCK = 32
+MAX_KEYS = 16  # prompt names advertised (8 bytes each, in the gossiped load)
 Block = list[np.ndarray]  # one array per past input (layer x key/value): [heads, block, size]
 
 
@@ -28,6 +29,7 @@ class PrefixCache:
         self.block = block
         self._blocks: OrderedDict[bytes, Block] = OrderedDict()
         self.bytes = 0
+        self._keys: OrderedDict[bytes, bytes] = OrderedDict()  # prompt name -> first block
         self.hits = 0  # tokens served from the cache
         self.misses = 0  # prompt tokens prefilled
 
@@ -54,9 +56,18 @@ class PrefixCache:
         self.misses += len(ids) - len(found) * self.block
         return found
 
-    def store(self, ids: list[int], read: Callable[[int, int], Block]) -> None:
-        """Keep the blocks of ``ids`` not yet held; ``read(start, stop)`` copies their KV."""
-        for index, name in enumerate(self.names(ids)):
+    def store(
+        self, ids: list[int], read: Callable[[int, int], Block], key: bytes | None = None
+    ) -> None:
+        """Keep the blocks of ``ids`` not yet held; ``read(start, stop)`` copies their KV.
+        ``key`` names the prompt's prefix for :meth:`keys` (its system prompt's name)."""
+        names = self.names(ids)
+        if key is not None and names:
+            self._keys[key] = names[0]
+            self._keys.move_to_end(key)
+            while len(self._keys) > MAX_KEYS:
+                self._keys.popitem(last=False)
+        for index, name in enumerate(names):
             if name in self._blocks:
                 self._blocks.move_to_end(name)
                 continue
@@ -73,6 +84,7 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self._blocks)
 
-    def hashes(self) -> list[bytes]:
-        """The names of the blocks held, most recently used last (what a node may advertise)."""
-        return list(self._blocks)
+    def keys(self) -> list[bytes]:
+        """The names of recent prompt prefixes whose first block is still held (what the node
+        advertises: a few bytes each, at most ``MAX_KEYS``)."""
+        return [key for key, first in self._keys.items() if first in self._blocks]

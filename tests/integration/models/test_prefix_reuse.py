@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from llmnode.agents.models import GenerationRuntime, ModelStore
-from llmnode.schemas.inference import ChatMessage, GenerateRequest
+from llmnode.schemas.inference import ChatMessage, GenerateRequest, prefix_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.models]
 
@@ -43,6 +43,9 @@ async def test_a_repeated_system_prompt_is_reused_and_answers_do_not_change(
         served = cached.prefix_cache.hits
         assert served >= 2 * (prompt_tokens - 64)  # all but the question came from the cache
         assert cached.prefix_cache.misses - misses < 2 * 64
+        # the node advertises the prompt's name in its load, for the scheduler to prefer it
+        assert prefix_key(ask("any")) in cached.load().prefixes
+        assert plain.load().prefixes == []
     finally:
         cached.close()
         plain.close()
