@@ -19,6 +19,7 @@ from llmnode.schemas.inference import ChatMessage, Constraint, GenerateRequest
 
 CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
+COMPACT = {"whitespace_flexible": False}  # llguidance: JSON without free whitespace
 
 
 class Function(msgspec.Struct, frozen=True, kw_only=True):
@@ -105,10 +106,13 @@ def call_constraint(
     schema = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
     if definitions:
         schema = {**schema, "$defs": definitions}
+    schema = {**schema, "x-guidance": COMPACT}
     call = f"call: {json.dumps(CALL_OPEN)} %json{json.dumps(schema)} {json.dumps(CALL_CLOSE)}"
     if required:
         return Constraint(kind="lark", source=f"start: call\n{call}\n")
-    answer = r"answer: /[^<][\s\S]*/" if answer_schema is None else f"answer: %json{answer_schema}"
+    answer = r"answer: /[^<][\s\S]*/"
+    if answer_schema is not None:
+        answer = f"answer: %json{json.dumps({'x-guidance': COMPACT, **json.loads(answer_schema)})}"
     return Constraint(kind="lark", source=f"start: call | answer\n{call}\n{answer}\n")
 
 

@@ -14,6 +14,7 @@ of this, so they decode exactly as fast as before.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from typing import TYPE_CHECKING, Any
@@ -27,13 +28,18 @@ if TYPE_CHECKING:
     from llmnode.agents.models.tokenizer import TextTokenizer
 
 
+# JSON without free whitespace (a schema's own "x-guidance" may say otherwise): fewer tokens, and
+# a small model cannot spend its max_tokens on newlines before the JSON is complete.
+COMPACT: Any = {"whitespace_flexible": False}
+
+
 def grammar_of(constraint: Constraint) -> str:
     """llguidance's grammar text for a constraint (ModelError if it is not one)."""
     from llguidance import LLMatcher
 
     try:
         if constraint.kind == "json_schema":
-            return str(LLMatcher.grammar_from_json_schema(constraint.source))
+            return str(LLMatcher.grammar_from_json_schema(constraint.source, defaults=COMPACT))
         if constraint.kind == "regex":
             return str(LLMatcher.grammar_from_regex(constraint.source))
         return str(LLMatcher.grammar_from_lark(constraint.source))
@@ -102,18 +108,26 @@ class Grammars:
         self._stop_ids = sorted(stop_ids)
         self._tokenizer: Any = None
         self._lock = threading.Lock()
-        self._ready = threading.Thread(target=self._build, name="grammar-tokenizer", daemon=True)
+        self._ready = threading.Thread(target=self._warm, name="grammar-tokenizer", daemon=True)
         self._ready.start()
 
     def _build(self) -> Any:
+        """llguidance's tokenizer (built once); ModelError when it cannot read this one."""
         with self._lock:
             if self._tokenizer is None:
                 from llguidance import LLTokenizer
 
-                self._tokenizer = LLTokenizer(
-                    self._source, n_vocab=self._vocabulary, eos_token=self._stop_ids
-                )
+                try:
+                    self._tokenizer = LLTokenizer(
+                        self._source, n_vocab=self._vocabulary, eos_token=self._stop_ids
+                    )
+                except Exception as error:  # llguidance raises plain exceptions
+                    raise ModelError(f"constrained decoding is unavailable: {error}") from error
             return self._tokenizer
+
+    def _warm(self) -> None:
+        with contextlib.suppress(ModelError):  # the first constrained request reports it
+            self._build()
 
     def matcher(self, constraint: Constraint) -> TokenMatcher:
         """A fresh matcher for one sequence (ModelError when the constraint does not compile)."""

@@ -4,6 +4,7 @@ and every streamed tool-call delta carries its ``index``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -61,20 +62,34 @@ def client(node: HttpNode) -> openai.OpenAI:
     return openai.OpenAI(base_url=node.base_url, api_key="unused", max_retries=0, timeout=180)
 
 
-def test_json_schema_response_format_answers_validate(api_mesh: dict[str, HttpNode]) -> None:
-    for index, city in enumerate(["Vienna", "Paris", "Lisbon", "Rome"]):
-        reply = client(api_mesh["front"]).chat.completions.create(
+async def test_fifty_json_schema_answers_through_the_openai_client_all_validate(
+    api_mesh: dict[str, HttpNode],
+) -> None:
+    front = openai.AsyncOpenAI(
+        base_url=api_mesh["front"].base_url, api_key="unused", max_retries=0, timeout=900
+    )
+    cities = ["Vienna", "Paris", "Lisbon", "Rome", "Oslo"]
+
+    async def ask(index: int) -> str:
+        reply = await front.chat.completions.create(
             model=CHAT_MODEL,
-            messages=[{"role": "user", "content": f"Describe {city} as JSON."}],
+            messages=[{"role": "user", "content": f"Describe {cities[index % 5]} as JSON."}],
             response_format={
                 "type": "json_schema",
                 "json_schema": {"name": "city", "schema": CITY_SCHEMA, "strict": True},
             },
-            temperature=0.7,
+            temperature=0.8 if index % 2 else 0.0,
             seed=index,
             max_tokens=200,
         )
-        jsonschema.validate(json.loads(reply.choices[0].message.content or ""), CITY_SCHEMA)
+        assert reply.choices[0].finish_reason == "stop"
+        return reply.choices[0].message.content or ""
+
+    answers = await asyncio.gather(*(ask(index) for index in range(50)))
+    await front.close()
+    for answer in answers:
+        jsonschema.validate(json.loads(answer), CITY_SCHEMA)
+    assert len(set(answers)) > 5
 
 
 def test_json_object_response_format_is_a_json_object(api_mesh: dict[str, HttpNode]) -> None:
