@@ -73,7 +73,7 @@ class ToolWriter(Agent):
             system="Answer in one short sentence. Use the library when you need facts.",
             tools=[LIBRARIAN],
             tool_choice=message.tool_choice,
-            max_tokens=64,
+            max_tokens=128,
             timeout=120,
         ):
             if isinstance(step, ToolCalled):

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from llmnode.client.structured import read_typed, type_constraint, type_schema
-from llmnode.errors import ConfigError
+from llmnode.errors import ConfigError, ModelError
 from llmnode.schemas.inference import ChatMessage, Constraint, GenerateResult
 from llmnode.schemas.tools import (
     Function,
@@ -158,6 +158,11 @@ class ToolLoop:
             )
             _text, calls = read_calls(result.text)
             known = [call for call in calls if call.name in self._tools]
+            if not known and self._choice not in ("auto", "none") and round_number == 1:
+                raise ModelError(
+                    f"the forced tool call was cut at max_tokens ({result.completion_tokens} "
+                    "tokens) before it was complete: raise max_tokens"
+                )
             if not known or not self._may_call(round_number):
                 value = result.text if response_type is None else read_typed(result, response_type)
                 yield Answered(text=result.text, value=value, rounds=round_number)

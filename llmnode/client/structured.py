@@ -15,17 +15,7 @@ import msgspec
 
 from llmnode.errors import ConfigError, ModelError
 from llmnode.schemas.inference import Constraint, GenerateResult
-
-
-def _close_objects(node: Any) -> None:
-    if isinstance(node, dict):
-        if node.get("type") == "object" and "properties" in node:
-            node.setdefault("additionalProperties", False)
-        for value in node.values():
-            _close_objects(value)
-    elif isinstance(node, list):
-        for value in node:
-            _close_objects(value)
+from llmnode.schemas.tools import close_objects
 
 
 def type_schema(response_type: Any) -> dict[str, Any]:
@@ -34,7 +24,7 @@ def type_schema(response_type: Any) -> dict[str, Any]:
         schema: dict[str, Any] = msgspec.json.schema(response_type)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"response_type has no JSON Schema: {error}") from error
-    _close_objects(schema)
+    close_objects(schema)
     return schema
 
 

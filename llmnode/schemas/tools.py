@@ -10,6 +10,7 @@ described in the system turn.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -82,10 +83,25 @@ def prompt_turns(
     return turns, None
 
 
+def close_objects(node: Any) -> None:
+    """Make every object schema under ``node`` closed (``additionalProperties: false``) unless
+    it says otherwise, in place: a small model would otherwise add keys until it runs out of
+    tokens (OpenAI's strict mode asks the same of tool parameters)."""
+    if isinstance(node, dict):
+        if node.get("type") == "object" and "properties" in node:
+            node.setdefault("additionalProperties", False)
+        for value in node.values():
+            close_objects(value)
+    elif isinstance(node, list):
+        for value in node:
+            close_objects(value)
+
+
 def _call_schema(tool: Tool, definitions: dict[str, Any]) -> dict[str, Any]:
-    """The schema of one call; the parameters' ``$defs`` move into ``definitions`` (their
-    ``#/$defs/...`` references resolve against the root of the grammar's schema)."""
-    parameters = dict(tool.function.parameters or {"type": "object", "properties": {}})
+    """The schema of one call, its objects closed; the parameters' ``$defs`` move into
+    ``definitions`` (their ``#/$defs/...`` references resolve against the grammar's root)."""
+    parameters = copy.deepcopy(tool.function.parameters) or {"type": "object", "properties": {}}
+    close_objects(parameters)
     definitions.update(parameters.pop("$defs", {}))
     return {
         "type": "object",

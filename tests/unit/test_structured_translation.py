@@ -235,3 +235,30 @@ def test_tools_whose_messages_hold_other_structs_compile_to_a_valid_grammar() ->
         grammar = grammar_of(call_constraint(definitions, required=required))
         failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
         assert not failed, messages
+
+
+def test_a_forced_call_cut_by_max_tokens_is_a_model_error_not_an_answer() -> None:
+    import asyncio
+
+    async def complete(turns: list[Any], options: dict[str, Any]) -> GenerateResult:
+        return GenerateResult(
+            text='<tool_call>{"name": "librarian", "argu', finish_reason="length",
+            prompt_tokens=1, completion_tokens=16,
+        )  # fmt: skip
+
+    async def run() -> None:
+        loop = ToolLoop(complete, None, ["librarian"], "required", 4)  # type: ignore[arg-type]
+        async for _ in loop.run([], None, {}):
+            pass
+
+    with pytest.raises(ModelError, match="max_tokens"):
+        asyncio.run(run())
+
+
+def test_tool_parameters_are_closed_in_the_call_grammar_but_not_changed() -> None:
+    from llmnode.schemas.tools import call_constraint
+
+    tool = Tool(function=Function(name="f", parameters=TOOL["function"]["parameters"]))
+    source = call_constraint([tool], required=True).source
+    assert '"additionalProperties": false' in source
+    assert "additionalProperties" not in json.dumps(TOOL)

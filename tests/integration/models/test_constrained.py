@@ -105,8 +105,8 @@ async def test_a_forced_tool_call_always_parses(runtime: GenerationRuntime) -> N
     )
     request = GenerateRequest(
         messages=[ChatMessage(role="user", content="Which river flows through Vienna?")],
-        max_tokens=60,
-        constraint=call_constraint([tool], required=True),
+        max_tokens=100,
+        constraint=call_constraint([tool], required=True),  # its objects closed
     )
     result = await runtime.generate(request)
     text, calls = read_calls(result.text)
