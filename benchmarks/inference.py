@@ -14,7 +14,10 @@ Also: embeddings (all-MiniLM-L6-v2) unbatched vs dynamically batched; 8 concurre
 different prompts (llmnode batches continuously; GenAI runs one
 static batch of 8), `decode_time_growth` (a 2,000-token generation on a tiny model: time per
 token over the last 200 tokens / the first 200), and the quality of int4 against fp32 (greedy
-agreement on 20 prompts x 32 tokens, and perplexity on a fixed text).
+agreement on 20 prompts x 32 tokens, and perplexity on a fixed text); and from
+``benchmarks/structured.py``: ``constrained_slowdown`` (an unconstrained stream beside a
+JSON-Schema constrained one) and ``prefix_ttft_ratio`` (TTFT of a repeated 400-token system prompt
+with the prefix cache against without).
 Prints one JSON object as its last line.
 
     python benchmarks/inference.py [--store PATH] [--tokens 128] [--threads 2]
@@ -429,9 +432,13 @@ def child(arguments: argparse.Namespace) -> None:
         figures = run_growth(threads)
     elif engine == "embeddings":
         figures = asyncio.run(embedding_figures(store, threads))
+    elif engine == "structured":  # benchmarks/structured.py, beside this script
+        from structured import structured_figures
+
+        figures = asyncio.run(structured_figures(store, 96, 3, threads))
     else:
         figures = run_quality(store, threads)
-    if engine not in ("growth", "embeddings", "quality"):
+    if engine not in ("growth", "embeddings", "quality", "structured"):
         figures["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(figures))
 
@@ -483,6 +490,7 @@ def main() -> None:
     runs["growth"] = in_process("growth", arguments)
     runs["quality"] = in_process("quality", arguments)
     runs["embeddings"] = in_process("embeddings", arguments)
+    runs["structured"] = in_process("structured", arguments)
     ours, genai = runs["llmnode-int4"], runs["genai-int4"]
     default = runs["llmnode-default"]
     figures: dict[str, Any] = {
@@ -521,6 +529,10 @@ def main() -> None:
     )
     figures.update(runs["quality"] or {})
     figures.update(runs["embeddings"] or {})
+    structured = runs["structured"] or {}
+    figures["prefix_ttft_ratio"] = structured.get("prefix_ttft_ratio")
+    figures["constrained_slowdown"] = structured.get("constrained_slowdown")
+    figures.update(structured)
     for engine in engines:
         for key, value in (runs[engine] or {}).items():
             figures[f"{engine.replace('-', '_')}_{key}"] = round(value, 2)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
@@ -54,8 +54,9 @@ DEFAULT_QUESTIONS = [
 
 
 class Search(msgspec.Struct):
-    query: str
-    k: int = 3
+    # Bounded, so a model asked to write a Search as a tool call (examples/qa_tools.py) ends it.
+    query: Annotated[str, msgspec.Meta(max_length=120)]
+    k: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3
 
 
 class Passage(msgspec.Struct):

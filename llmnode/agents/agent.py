@@ -289,16 +289,25 @@ class Context:
     def subscribe(self, topic: str, message_type: Any = None) -> AsyncIterator[Any]:
         return self.mesh.subscribe(topic, message_type=message_type)
 
-    def generate(self, model: str, prompt: str, **options: Any) -> AsyncIterator[str]:
+    def generate(self, model: str, prompt: str, **options: Any) -> Any:
+        """Text deltas (``async for``), or with ``response_type=T`` (``await``) a validated T."""
         options["timeout"] = self._timeout(options.get("timeout"))
         return self.mesh.generate(model, prompt, caller=self.agent, **options)
 
     async def chat(
         self, model: str, messages: str | list[ChatMessage] | list[dict[str, str]], **options: Any
-    ) -> str:
+    ) -> Any:
+        """The answer text; a validated T with ``response_type=T``; with ``tools=[...]`` the
+        model may call agents of the mesh first (see ``Mesh.chat``)."""
         options["timeout"] = self._timeout(options.get("timeout"))
-        text: str = await self.mesh.chat(model, messages, caller=self.agent, **options)
-        return text
+        return await self.mesh.chat(model, messages, caller=self.agent, **options)
+
+    def chat_steps(
+        self, model: str, messages: str | list[ChatMessage] | list[dict[str, str]], **options: Any
+    ) -> AsyncIterator[Any]:
+        """Each step of a chat whose model may call agents of the mesh (``Mesh.chat_steps``)."""
+        options["timeout"] = self._timeout(options.get("timeout"))
+        return self.mesh.chat_steps(model, messages, caller=self.agent, **options)
 
     async def embed(
         self, model: str, texts: str | list[str], *, timeout: float | None = None

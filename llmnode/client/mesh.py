@@ -7,6 +7,8 @@
         async for delta in mesh.generate("smollm2-135m-instruct", "Once upon a time"):
             print(delta, end="")
         text = await mesh.chat("smollm2-135m-instruct", "What is the capital of France?")
+        verdict = await mesh.chat("smollm2-135m-instruct", "...", response_type=Verdict)
+        answer = await mesh.chat("smollm2-135m-instruct", "...", tools=["librarian"])
         vectors = await mesh.embed("all-minilm-l6-v2", ["a sentence", "another"])
         async with mesh.serving(MyAgent()):   # host agents in this process
             ...
@@ -20,24 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Coroutine, Generator
+from collections.abc import AsyncIterator, Generator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
-
-import msgspec
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from llmnode.client.admin import NodeAdmin
 from llmnode.client.connection import ControlClient
 from llmnode.client.envelope import convert_body, decode_envelope, encode_envelope
-from llmnode.client.inputs import (
-    ChatInput,
-    chat_messages,
-    decode_answer,
-    generate_request,
-    model_service,
-)
-from llmnode.schemas.control import CtlPublish, CtlRequest
-from llmnode.schemas.inference import EmbedRequest, EmbedResult, GenerateResult, TokenChunk
+from llmnode.client.models import DEFAULT_TIMEOUT, GENERATE_TIMEOUT, ModelCalls
+from llmnode.schemas.control import CtlPublish
 from llmnode.schemas.requests import SEND_METHOD
 
 if TYPE_CHECKING:
@@ -45,15 +38,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-_ENCODER = msgspec.msgpack.Encoder()
-_TOKEN_CHUNK = msgspec.msgpack.Decoder(TokenChunk)
-_GENERATE_RESULT = msgspec.msgpack.Decoder(GenerateResult)
-_EMBED_RESULT = msgspec.msgpack.Decoder(EmbedResult)
-DEFAULT_TIMEOUT = 30.0
-GENERATE_TIMEOUT = 120.0
+__all__ = ["DEFAULT_TIMEOUT", "GENERATE_TIMEOUT", "Mesh", "connect", "open_mesh"]
 
 
-class Mesh(NodeAdmin):
+class Mesh(ModelCalls, NodeAdmin):
     """The mesh as seen from one process, through its local node's control socket."""
 
     def __init__(self, client: ControlClient, *, name: str = "") -> None:
@@ -62,32 +50,6 @@ class Mesh(NodeAdmin):
 
     async def close(self) -> None:
         await self.client.close()
-
-    def _caller(self, caller: str | None) -> str:
-        """The caller name others see: ``caller`` when given, else this mesh's name."""
-        return self.name if caller is None else caller
-
-    def _request(
-        self,
-        service: str,
-        method: str,
-        payload: bytes,
-        *,
-        timeout: float,
-        caller: str | None,
-        stream: bool = False,
-        idempotent: bool = True,
-    ) -> CtlRequest:
-        return CtlRequest(
-            id=self.client.next_id(),
-            service=service,
-            method=method,
-            payload=payload,
-            timeout=timeout,
-            stream=stream,
-            idempotent=idempotent,
-            caller=self._caller(caller),
-        )
 
     # ---- agents ------------------------------------------------------------------------------
 
@@ -190,132 +152,6 @@ class Mesh(NodeAdmin):
                 yield convert_body(body, message_type)
         finally:
             await self.client.close_subscription(subscription_id, topic)
-
-    # ---- models ------------------------------------------------------------------------------
-
-    async def generate(
-        self,
-        /,
-        model: str,
-        prompt: str = "",
-        *,
-        messages: ChatInput | None = None,
-        timeout: float = GENERATE_TIMEOUT,
-        caller: str | None = None,
-        **options: Any,
-    ) -> AsyncIterator[str]:
-        """Text deltas of a completion of ``prompt`` (or of a chat, with ``messages=``).
-        ``options``: max_tokens, temperature, top_p, top_k, seed, stop."""
-        if messages is not None:
-            body = generate_request(options, messages=chat_messages(messages))
-            method = "chat"
-        else:
-            body = generate_request(options, prompt=prompt)
-            method = "generate"
-        request = self._request(
-            model_service(model),
-            method,
-            _ENCODER.encode(body),
-            timeout=timeout,
-            caller=caller,
-            stream=True,
-        )
-        async with self.client.stream(request) as stream:
-            async for data in stream:
-                chunk: TokenChunk = decode_answer(_TOKEN_CHUNK, data, "token chunk")
-                if chunk.text:
-                    yield chunk.text
-
-    async def _chat_text(
-        self,
-        model: str,
-        *,
-        messages: ChatInput,
-        system: str | None,
-        timeout: float,
-        caller: str | None,
-        options: dict[str, Any],
-    ) -> str:
-        body = generate_request(options, messages=chat_messages(messages, system))
-        answer = await self.client.call(
-            self._request(
-                model_service(model), "chat", _ENCODER.encode(body), timeout=timeout, caller=caller
-            )
-        )
-        result: GenerateResult = decode_answer(_GENERATE_RESULT, answer.data, "generation result")
-        return result.text
-
-    @overload
-    def chat(
-        self,
-        model: str,
-        messages: ChatInput,
-        *,
-        stream: Literal[False] = ...,
-        system: str | None = ...,
-        timeout: float = ...,
-        caller: str | None = ...,
-        **options: Any,
-    ) -> Coroutine[Any, Any, str]: ...
-    @overload
-    def chat(
-        self,
-        model: str,
-        messages: ChatInput,
-        *,
-        stream: Literal[True],
-        system: str | None = ...,
-        timeout: float = ...,
-        caller: str | None = ...,
-        **options: Any,
-    ) -> AsyncIterator[str]: ...
-
-    def chat(
-        self,
-        model: str,
-        messages: ChatInput,
-        *,
-        stream: bool = False,
-        system: str | None = None,
-        timeout: float = GENERATE_TIMEOUT,
-        caller: str | None = None,
-        **options: Any,
-    ) -> Coroutine[Any, Any, str] | AsyncIterator[str]:
-        """Chat with ``model`` (a string is one user turn). ``await`` it for the whole answer,
-        or ``async for`` over ``chat(..., stream=True)`` for text deltas."""
-        if stream:
-            return self.generate(
-                model,
-                messages=chat_messages(messages, system),
-                timeout=timeout,
-                caller=caller,
-                **options,
-            )
-        return self._chat_text(
-            model,
-            messages=messages,
-            system=system,
-            timeout=timeout,
-            caller=caller,
-            options=options,
-        )
-
-    async def embed(
-        self,
-        model: str,
-        texts: str | list[str],
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        caller: str | None = None,
-    ) -> list[list[float]]:
-        """One embedding vector per text."""
-        batch = [texts] if isinstance(texts, str) else list(texts)
-        payload = _ENCODER.encode(EmbedRequest(texts=batch))
-        answer = await self.client.call(
-            self._request(model_service(model), "embed", payload, timeout=timeout, caller=caller)
-        )
-        result: EmbedResult = decode_answer(_EMBED_RESULT, answer.data, "embedding result")
-        return result.rows()
 
     # ---- hosting agents ----------------------------------------------------------------------
 

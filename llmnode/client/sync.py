@@ -9,8 +9,9 @@ loop of its own, in a background thread (does I/O through the node's control soc
 Every method of ``SyncMesh`` is made from the ``Mesh`` method of the same name by :func:`_call`
 (a coroutine: its result) or :func:`_iterate` (an async iterator: a plain iterator), so the two
 keep the same parameters by construction; ``tests/unit/agents/test_sync_mesh.py`` checks that
-every public async method of ``Mesh`` has its twin here. Only ``chat`` (either kind, chosen by
-``stream``), ``serving``, ``serve`` and ``close`` are written out, with the same parameters.
+every public async method of ``Mesh`` has its twin here. Only ``chat`` and ``generate`` (either
+kind, chosen by ``stream``/``response_type``), ``serving``, ``serve`` and ``close`` are written
+out, with the same parameters.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import contextlib
 import functools
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
@@ -29,6 +30,7 @@ from llmnode.client.mesh import GENERATE_TIMEOUT, Mesh, open_mesh
 
 if TYPE_CHECKING:
     from llmnode.agents.agent import Agent
+    from llmnode.client.agent_tools import AgentTool
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -156,7 +158,7 @@ class SyncMesh:
     send = _call(Mesh.send)
     publish = _call(Mesh.publish)
     subscribe = _iterate(Mesh.subscribe)
-    generate = _iterate(Mesh.generate)
+    chat_steps = _iterate(Mesh.chat_steps)
     embed = _call(Mesh.embed)
     status = _call(Mesh.status)
     peers = _call(Mesh.peers)
@@ -165,6 +167,27 @@ class SyncMesh:
     deployments = _call(Mesh.deployments)
     pull_from_mesh = _call(Mesh.pull_from_mesh)
 
+    def generate(
+        self,
+        /,
+        model: str,
+        prompt: str = "",
+        *,
+        messages: ChatInput | None = None,
+        response_type: Any = None,
+        timeout: float = GENERATE_TIMEOUT,
+        caller: str | None = None,
+        **options: Any,
+    ) -> Any:
+        """An iterator of text deltas, or with ``response_type=T`` the validated T."""
+        answer = self.mesh.generate(
+            model, prompt, messages=messages, response_type=response_type, timeout=timeout,
+            caller=caller, **options,
+        )  # fmt: skip
+        if response_type is None:
+            return self.iterate(answer)
+        return self.run(answer)
+
     def chat(
         self,
         model: str,
@@ -172,16 +195,21 @@ class SyncMesh:
         *,
         stream: bool = False,
         system: str | None = None,
+        response_type: Any = None,
+        tools: Sequence[str | AgentTool] | None = None,
         timeout: float = GENERATE_TIMEOUT,
         caller: str | None = None,
         **options: Any,
     ) -> Any:
-        """The whole answer, or with ``stream=True`` an iterator of text deltas."""
+        """The whole answer (a validated ``response_type`` when given), or with
+        ``stream=True`` an iterator of text deltas."""
         answer = self.mesh.chat(
             model,
             messages,
             stream=stream,  # type: ignore[call-overload]  # either overload, as asked
             system=system,
+            response_type=response_type,
+            tools=tools,
             timeout=timeout,
             caller=caller,
             **options,

@@ -26,6 +26,7 @@ from llmnode.http.schemas import (
     decode_body,
 )
 from llmnode.http.streaming import StreamFormat, stream_completion
+from llmnode.http.structured import ToolStreamFormat, with_tool_calls
 from llmnode.schemas.inference import EmbedRequest, EmbedResult, GenerateRequest, GenerateResult
 
 GENERATE_TIMEOUT_S = 300.0
@@ -107,7 +108,9 @@ class OpenAIApi:
         caller = body.user or "http"
         if body.stream:
             include_usage = body.stream_options is not None and body.stream_options.include_usage
-            shape = StreamFormat(chat, ident, body.model, created, include_usage)
+            offers_tools = isinstance(body, ChatCompletionRequest) and bool(body.tools)
+            stream_format = ToolStreamFormat if offers_tools else StreamFormat
+            shape = stream_format(chat, ident, body.model, created, include_usage)
 
             def start(on_chunk: Callable[[bytes], Awaitable[None]]) -> Coroutine[Any, Any, bytes]:
                 return self._gateway.call(
@@ -125,7 +128,10 @@ class OpenAIApi:
             )
         )
         respond = translate.chat_response if chat else translate.completion_response
-        return self._json(respond(ident, body.model, created, result), "".join(served[-1:]))
+        answer = respond(ident, body.model, created, result)
+        if isinstance(body, ChatCompletionRequest) and body.tools:
+            answer = with_tool_calls(answer)
+        return self._json(answer, "".join(served[-1:]))
 
     # -- embeddings ----------------------------------------------------------------------------
 

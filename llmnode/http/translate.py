@@ -12,6 +12,7 @@ from typing import Any
 
 from llmnode.http.errors import HttpError
 from llmnode.http.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from llmnode.http.structured import structured_fields, tool_turn
 from llmnode.schemas.inference import ChatMessage, GenerateRequest, GenerateResult
 
 DEFAULT_MAX_TOKENS = 512  # OpenAI's default is "until the context is full"; a chat UI's answer fits
@@ -82,23 +83,24 @@ def _text_of(index: int, content: Any) -> str:
 def chat_payload(request: ChatCompletionRequest) -> GenerateRequest:
     """The generation a chat completion asks for (raises a 400 for what llmnode cannot do)."""
     _check_sampling(request)
-    for param in ("response_format", "tools", "tool_choice", "functions", "function_call"):
-        if getattr(request, param) is not None:
-            raise _refuse(param)
+    fields = structured_fields(request)  # response_format, tools, tool_choice
     if request.top_logprobs is not None:
         raise _refuse("top_logprobs")
     if not request.messages:
         raise _refuse("messages", "must hold at least one message")
     messages = []
     for index, message in enumerate(request.messages):
-        if message.tool_calls is not None or message.role == "tool":
-            raise _refuse(f"messages[{index}]", "tool messages are not supported yet")
+        content = _text_of(index, message.content)
+        turn = tool_turn(index, message, content)
+        if turn is not None:
+            messages.append(turn)
+            continue
         role = "system" if message.role == "developer" else message.role
-        messages.append(ChatMessage(role=role, content=_text_of(index, message.content)))
+        messages.append(ChatMessage(role=role, content=content))
     limit = request.max_completion_tokens or request.max_tokens
     param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
     return GenerateRequest(
-        messages=messages, max_tokens=_max_tokens(limit, param), **_options(request)
+        messages=messages, max_tokens=_max_tokens(limit, param), **_options(request), **fields
     )
 
 

@@ -8,7 +8,9 @@ fields get defaults and go last, so old and new nodes interoperate.
 from __future__ import annotations
 
 import array
+import hashlib
 import sys
+from typing import Literal
 
 import msgspec
 
@@ -18,6 +20,17 @@ from llmnode.errors import ProtocolError
 class ChatMessage(msgspec.Struct, frozen=True, kw_only=True):
     role: str  # "system", "user" or "assistant"
     content: str
+
+
+class Constraint(msgspec.Struct, frozen=True, kw_only=True):
+    """What a generated answer must match; the runtime masks every token that could not.
+
+    ``kind`` says how to read ``source``: ``"json_schema"`` (a JSON Schema as JSON text),
+    ``"regex"`` (a regular expression the whole answer matches) or ``"lark"`` (a Lark grammar in
+    llguidance's dialect, which may embed JSON Schemas with ``%json{...}``)."""
+
+    kind: Literal["json_schema", "regex", "lark"]
+    source: str
 
 
 class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,6 +48,10 @@ class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):
     # and counted against max_tokens, so a greedy resumed run continues the interrupted one.
     resume_token_ids: list[int] = []
     ignore_eos: bool = False  # keep going past end-of-sequence tokens (benchmarks)
+    constraint: Constraint | None = None  # decode only what matches (structured output)
+    # OpenAI-style tool definitions as JSON text, given to a chat template that renders tools
+    # (``tools``); for one that does not, the runtime describes them in a system turn.
+    tools: str = ""
 
 
 class TokenChunk(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,6 +72,34 @@ class GenerateResult(msgspec.Struct, frozen=True, kw_only=True):
     prompt_tokens: int
     completion_tokens: int
     token_ids: list[int] = []
+
+
+PREFIX_KEY_MIN_CHARS = 200  # a shorter system prompt is cheap to prefill: not worth preferring
+
+
+def prefix_key(request: GenerateRequest) -> bytes | None:
+    """A short name of the request's system prompt (None when it has none worth naming):
+    nodes advertise the names of the prompts their prefix cache holds, and the scheduler
+    prefers those nodes for requests of the same name."""
+    if not request.messages or request.messages[0].role != "system":
+        return None
+    content = request.messages[0].content
+    if len(content) < PREFIX_KEY_MIN_CHARS:
+        return None
+    return hashlib.blake2b(content.encode(), digest_size=8).digest()
+
+
+_GENERATE_REQUEST = msgspec.msgpack.Decoder(GenerateRequest)
+
+
+def payload_prefix_key(method: str, payload: bytes) -> bytes | None:
+    """:func:`prefix_key` of a ``chat`` request's payload (None for anything else)."""
+    if method != "chat":
+        return None
+    try:
+        return prefix_key(_GENERATE_REQUEST.decode(payload))
+    except msgspec.MsgspecError:
+        return None  # the serving node answers the malformed payload
 
 
 class EmbedRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -36,6 +36,9 @@ class ServiceLoad(msgspec.Struct, frozen=True, kw_only=True):
     tokens_per_s: float = 0.0
     served: int = 0
     memory_mb: int = 0
+    # Names of the system prompts whose KV this node's prefix cache holds (``prefix_key``):
+    # the scheduler prefers, other things equal, a node that holds a request's prefix.
+    prefixes: list[bytes] = []
 
 
 class ServiceInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -8,7 +8,9 @@ Two layouts, one interface (:class:`KVBatch`), chosen by the graph:
   until touched) and bound as both past and present through IO binding, so the graph writes each
   new key/value in place. Each row is left-aligned in its slot; ``GroupQueryAttention`` reads each
   row's own length from the attention mask, so rows of different lengths batch without padding.
-  A new sequence is prefilled straight into its slot; nobody else's cache is copied. When a row
+  A new sequence is prefilled straight into its slot; nobody else's cache is copied. With a
+  :class:`~llmnode.agents.models.prefix_cache.PrefixCache`, the cached blocks that begin its
+  prompt are written into the slot first and only the rest is prefilled. When a row
   finishes, the rows after it move up one slot (only those are copied), so the batch stays a
   contiguous prefix. The capacity doubles when a row needs more (amortised, up to the context).
 - :class:`PaddedBatch` for optimum's exports (``past_key_values`` in, ``present`` out): the cache
@@ -23,6 +25,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from llmnode.agents.models.prefix_cache import PrefixCache
+
 NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 _FIRST_CAPACITY = 256
 
@@ -32,8 +36,9 @@ class KVBatch(Protocol):
     def rows(self) -> int:
         """How many sequences the batch holds."""
 
-    def prefill(self, ids: list[int]) -> np.ndarray:
-        """Run a new sequence's prompt, append it as the last row; its last logits [vocab]."""
+    def prefill(self, ids: list[int], key: bytes | None = None) -> np.ndarray:
+        """Run a new sequence's prompt, append it as the last row; its last logits [vocab].
+        ``key`` names its prefix for a prefix cache (see ``prefix_key``)."""
 
     def step(self, tokens: list[int]) -> np.ndarray:
         """Feed one token per row; the next logits [rows, vocab]."""
@@ -51,7 +56,9 @@ def _past_names(session: Any) -> tuple[list[str], list[str], Any]:
 class SharedBufferBatch:
     """Rows of a GroupQueryAttention graph in one preallocated cache, written in place."""
 
-    def __init__(self, session: Any, slots: int, max_positions: int) -> None:
+    def __init__(
+        self, session: Any, slots: int, max_positions: int, prefix: PrefixCache | None = None
+    ) -> None:
         import onnxruntime  # noqa: PLC0415 - only the serving path needs it
 
         self._ort = onnxruntime
@@ -68,6 +75,7 @@ class SharedBufferBatch:
         self._bound_rows = -1
         self._logits: np.ndarray = np.zeros(0, dtype=np.float32)
         self._vocabulary = int(session.get_outputs()[0].shape[-1])
+        self._prefix = prefix
 
     @property
     def rows(self) -> int:
@@ -94,14 +102,15 @@ class SharedBufferBatch:
             values.append(value)
         return values
 
-    def prefill(self, ids: list[int]) -> np.ndarray:
+    def prefill(self, ids: list[int], key: bytes | None = None) -> np.ndarray:
         row = self.rows
         if row >= self._slots:
             raise RuntimeError(f"all {self._slots} cache slots are taken")
         self._reserve(len(ids) + 1)
+        cached = self._restore(row, ids)
         binding = self._session.io_binding()
-        input_ids = np.asarray([ids], dtype=np.int64)
-        mask = np.ones((1, len(ids)), dtype=np.int64)
+        input_ids = np.asarray([ids[cached:]], dtype=np.int64)
+        mask = np.ones((1, len(ids)), dtype=np.int64)  # the prefix, if cached, is the past
         binding.bind_cpu_input("input_ids", input_ids)
         binding.bind_cpu_input("attention_mask", mask)
         binding.bind_output("logits")
@@ -109,8 +118,26 @@ class SharedBufferBatch:
         self._session.run_with_iobinding(binding)
         del keep_alive
         self._lengths.append(len(ids))
+        if self._prefix is not None:
+            buffers = self._buffers
+            self._prefix.store(
+                ids,
+                lambda start, stop: [buffer[row, :, start:stop].copy() for buffer in buffers],
+                key,
+            )
         logits: np.ndarray = binding.get_outputs()[0].numpy()[0, -1]
         return logits
+
+    def _restore(self, row: int, ids: list[int]) -> int:
+        """Write the cached blocks that begin ``ids`` into ``row``; how many tokens they cover."""
+        if self._prefix is None:
+            return 0
+        size = self._prefix.block
+        found = self._prefix.lookup(ids)
+        for number, block in enumerate(found):
+            for buffer, array in zip(self._buffers, block, strict=True):
+                buffer[row, :, number * size : (number + 1) * size] = array
+        return len(found) * size
 
     def step(self, tokens: list[int]) -> np.ndarray:
         rows = self.rows
@@ -170,7 +197,7 @@ class PaddedBatch:
         outputs: list[np.ndarray] = self._session.run(None, feed)
         return outputs[0][:, -1, :], list(outputs[1:])
 
-    def prefill(self, ids: list[int]) -> np.ndarray:
+    def prefill(self, ids: list[int], key: bytes | None = None) -> np.ndarray:
         count = len(ids)
         empty = np.zeros((1, self._heads, 0, self._head_size), dtype=self._type)
         logits, present = self._forward(
@@ -233,8 +260,16 @@ class PaddedBatch:
             self._mask = self._mask[:, start:]
 
 
-def open_batch(session: Any, *, shared_buffer: bool, slots: int, max_positions: int) -> KVBatch:
-    """The cache layout the graph needs (``shared_buffer``: a GroupQueryAttention graph)."""
+def open_batch(
+    session: Any,
+    *,
+    shared_buffer: bool,
+    slots: int,
+    max_positions: int,
+    prefix: PrefixCache | None = None,
+) -> KVBatch:
+    """The cache layout the graph needs (``shared_buffer``: a GroupQueryAttention graph, the one
+    layout that reuses cached prefixes: its graph prefills on top of a past)."""
     if shared_buffer:
-        return SharedBufferBatch(session, slots, max_positions)
+        return SharedBufferBatch(session, slots, max_positions, prefix)
     return PaddedBatch(session)

@@ -21,105 +21,33 @@ the slot at once; the worker drops the row at its next step. Resumption: ``resum
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from llmnode.agents.models.constraints import Grammars
 from llmnode.agents.models.decoding import KVBatch, open_batch
 from llmnode.agents.models.loading import load_model
+from llmnode.agents.models.prefix_cache import PrefixCache
 from llmnode.agents.models.results import collect_result
 from llmnode.agents.models.sampling import choose_token, held_suffix
+from llmnode.agents.models.sequences import DecodeSequence, TokenStream
 from llmnode.agents.models.store import ModelStore
-from llmnode.agents.models.tokenizer import IncrementalDecoder
 from llmnode.errors import Busy, ModelError
 from llmnode.log import get_logger
-from llmnode.schemas.inference import GenerateRequest, GenerateResult, TokenChunk
+from llmnode.schemas.inference import GenerateRequest, GenerateResult, TokenChunk, prefix_key
 from llmnode.schemas.state import ServiceLoad
+from llmnode.schemas.tools import prompt_turns
 
 log = get_logger(__name__)
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 _EWMA = 0.2
-
-
-@dataclass(eq=False)
-class _Sequence:
-    request: GenerateRequest
-    loop: asyncio.AbstractEventLoop
-    outbox: asyncio.Queue[TokenChunk | BaseException]
-    generator: np.random.Generator
-    prompt_tokens: int = 0
-    decoder: IncrementalDecoder | None = None
-    text_ids: list[int] = field(default_factory=list)  # resumed + generated
-    pending_ids: list[int] = field(default_factory=list)  # generated, not yet sent
-    pending_text: str = ""  # their text, not yet sent
-    position: int = 0
-    next_token: int = 0
-    cancelled: bool = False
-    finished: bool = False
-    started_at: float = 0.0
-
-    def deliver(self, item: TokenChunk | BaseException) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
-        except RuntimeError:  # the caller's loop is closed: nobody listens any more
-            self.cancelled = True
-
-
-class TokenStream:
-    """An async iterator of :class:`TokenChunk`; dropping or closing it cancels the request."""
-
-    def __init__(self, runtime: GenerationRuntime, sequence: _Sequence) -> None:
-        self._runtime = runtime
-        self._sequence = sequence
-        self._done = False
-
-    @property
-    def prompt_tokens(self) -> int:
-        """How many tokens the prompt has (known once the worker has taken the request)."""
-        return self._sequence.prompt_tokens
-
-    def __aiter__(self) -> TokenStream:
-        return self
-
-    async def __anext__(self) -> TokenChunk:
-        if self._done:
-            raise StopAsyncIteration
-        try:
-            item = await self._sequence.outbox.get()
-        except BaseException:
-            self.cancel()
-            raise
-        if isinstance(item, BaseException):
-            self._done = True
-            raise item
-        if item.finish_reason:
-            self._done = True
-        return item
-
-    def cancel(self) -> None:
-        if not self._done:
-            self._done = True
-            self._runtime._cancel(self._sequence)
-
-    async def aclose(self) -> None:
-        self.cancel()
-
-    async def __aenter__(self) -> TokenStream:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.cancel()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.cancel()
+DEFAULT_PREFIX_CACHE_MB = 128.0
 
 
 class GenerationRuntime:
@@ -134,6 +62,7 @@ class GenerationRuntime:
         queue_limit: int = 64,
         prefer_gpu: bool = True,
         threads: int | None = None,
+        prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB,
     ) -> None:
         model = load_model(store, name, "text-generation", prefer_gpu=prefer_gpu, threads=threads)
         folder = model.folder
@@ -148,14 +77,26 @@ class GenerationRuntime:
         self.stop_token_ids = self._stop_tokens(folder)
         self._memory_mb = model.memory_mb
         self._shared_buffer = model.shared_buffer
+        # Prompt prefixes seen recently (system prompts, few-shot examples, history): their KV
+        # is reused, so a request sharing one prefills only the rest. 0 turns it off.
+        self.prefix_cache = (
+            PrefixCache(int(prefix_cache_mb * 1024 * 1024))
+            if prefix_cache_mb > 0 and self._shared_buffer
+            else None
+        )
         self._batch: KVBatch = self._open_batch()
+        width = self.session.get_outputs()[0].shape[-1]
+        self.grammars = Grammars(
+            self.tokenizer, width if isinstance(width, int) else 0, self.stop_token_ids
+        )
         self._condition = threading.Condition()
-        self._pending: deque[_Sequence] = deque()
-        self._rows: list[_Sequence] = []
+        self._pending: deque[DecodeSequence] = deque()
+        self._rows: list[DecodeSequence] = []
         self._closed = False
         self._ewma_service_ms = 0.0
         self._tokens_per_s = 0.0
         self._served = 0
+        self._advertised: list[bytes] = []  # the prefix cache's keys after the last prefill
         self._worker = threading.Thread(target=self._run, name=f"generate-{name}", daemon=True)
         self._worker.start()
 
@@ -165,6 +106,7 @@ class GenerationRuntime:
             shared_buffer=self._shared_buffer,
             slots=self.max_batch_size,
             max_positions=self.max_positions,
+            prefix=self.prefix_cache,
         )
 
     def _stop_tokens(self, folder: Path) -> set[int]:
@@ -188,9 +130,8 @@ class GenerationRuntime:
         if request.messages:
             if not self.tokenizer.chat_template:
                 raise ModelError(f"model {self.name!r} has no chat template")
-            text = self.tokenizer.apply_chat_template(
-                [{"role": m.role, "content": m.content} for m in request.messages]
-            )
+            messages, tools = prompt_turns(request, self.tokenizer.chat_template)
+            text = self.tokenizer.apply_chat_template(messages, tools=tools)
             ids = self.tokenizer.encode(text, add_special_tokens=False)
         else:
             ids = self.tokenizer.encode(request.prompt)
@@ -212,7 +153,7 @@ class GenerationRuntime:
         prompt (too long, no chat template) is raised by the stream's first iteration."""
         if request.max_tokens < 0 or request.top_p <= 0.0 or request.top_k < 0:
             raise ModelError("max_tokens and top_k must be >= 0 and top_p > 0")
-        sequence = _Sequence(
+        sequence = DecodeSequence(
             request=request,
             loop=asyncio.get_running_loop(),
             outbox=asyncio.Queue(),
@@ -225,13 +166,13 @@ class GenerationRuntime:
                 raise Busy(f"model {self.name!r} queue is full ({len(self._pending)} waiting)")
             self._pending.append(sequence)
             self._condition.notify()
-        return TokenStream(self, sequence)
+        return TokenStream(self._cancel, sequence)
 
     async def generate(self, request: GenerateRequest) -> GenerateResult:
         """Run a request to the end and return the whole text."""
         return await collect_result(self.stream(request))
 
-    def _cancel(self, sequence: _Sequence) -> None:
+    def _cancel(self, sequence: DecodeSequence) -> None:
         with self._condition:
             if sequence.finished:
                 return
@@ -254,6 +195,7 @@ class GenerationRuntime:
             tokens_per_s=round(self._tokens_per_s, 3),
             served=self._served,
             memory_mb=self._memory_mb,
+            prefixes=self._advertised,
         )
 
     def close(self) -> None:
@@ -299,19 +241,24 @@ class GenerationRuntime:
             self._pending.clear()
             self._rows = []
 
-    def _prefill(self, sequence: _Sequence) -> None:
+    def _prefill(self, sequence: DecodeSequence) -> None:
         if sequence.cancelled:
             return
         sequence.started_at = time.monotonic()
         try:
             prompt_ids = self.encode_prompt(sequence.request)
         except ModelError as error:
-            with self._condition:
-                sequence.finished = True
-            sequence.deliver(error)
+            self._fail(sequence, error)
             return
         sequence.prompt_tokens = len(prompt_ids)
         resumed = list(sequence.request.resume_token_ids)
+        if sequence.request.constraint is not None:
+            try:
+                sequence.matcher = self.grammars.matcher(sequence.request.constraint)
+                sequence.matcher.consume(resumed)
+            except ModelError as error:
+                self._fail(sequence, error)
+                return
         sequence.text_ids = list(resumed)
         sequence.decoder = self.tokenizer.incremental_decoder()
         for token in resumed:  # already delivered: only the decoder's context
@@ -320,7 +267,9 @@ class GenerationRuntime:
             self._finish(sequence, "length")
             return
         ids = prompt_ids + resumed
-        logits = self._batch.prefill(ids)
+        logits = self._batch.prefill(ids, prefix_key(sequence.request))
+        if self.prefix_cache is not None:  # read by load() on the event loop: a fresh list
+            self._advertised = self.prefix_cache.keys()
         self._rows.append(sequence)
         sequence.position = len(ids)
         self._accept(sequence, logits)
@@ -349,12 +298,20 @@ class GenerationRuntime:
 
     # -- tokens to text ----------------------------------------------------------------------
 
-    def _accept(self, sequence: _Sequence, logits: np.ndarray) -> bool:
+    def _accept(self, sequence: DecodeSequence, logits: np.ndarray) -> bool:
         """Pick the next token, stream what is complete; False when the sequence finished."""
-        token = choose_token(logits, sequence.request, sequence.generator)
-        if token in self.stop_token_ids and not sequence.request.ignore_eos:
-            self._finish(sequence, "eos")
-            return False
+        matcher = sequence.matcher
+        try:
+            if matcher is not None:  # constrained: only what the grammar allows (the only cost)
+                logits = matcher.mask(logits)
+            token = choose_token(logits, sequence.request, sequence.generator)
+            if token in self.stop_token_ids and (not sequence.request.ignore_eos or matcher):
+                self._finish(sequence, "eos")
+                return False
+            if matcher is not None:
+                matcher.consume([token])
+        except ModelError as error:  # this sequence's grammar failed: only it ends
+            return self._fail(sequence, error)
         sequence.text_ids.append(token)
         sequence.pending_ids.append(token)
         sequence.next_token = token
@@ -367,6 +324,9 @@ class GenerationRuntime:
             if at >= 0:
                 self._finish(sequence, "stop", text[:at])
                 return False
+        if matcher is not None and matcher.stopped:  # the answer is complete
+            self._finish(sequence, "stop")
+            return False
         if len(sequence.text_ids) >= sequence.request.max_tokens or (
             sequence.position + 1 >= self.max_positions
         ):
@@ -378,7 +338,13 @@ class GenerationRuntime:
         sequence.pending_text, sequence.pending_ids = "", []
         return True
 
-    def _finish(self, sequence: _Sequence, reason: str, text: str | None = None) -> None:
+    def _fail(self, sequence: DecodeSequence, error: ModelError) -> bool:
+        with self._condition:
+            sequence.finished = True
+        sequence.deliver(error)
+        return False
+
+    def _finish(self, sequence: DecodeSequence, reason: str, text: str | None = None) -> None:
         if text is None:
             text = sequence.pending_text
         last = TokenChunk(text=text, token_ids=sequence.pending_ids, finish_reason=reason)

@@ -156,16 +156,20 @@ class TextTokenizer:
         environment.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
         return environment.from_string(self.chat_template)
 
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
-        """The conversation as the model expects it, ending with the assistant's turn opened."""
+    def apply_chat_template(
+        self, messages: list[dict[str, str]], *, tools: list[Any] | None = None
+    ) -> str:
+        """The conversation as the model expects it, ending with the assistant's turn opened;
+        ``tools`` (OpenAI-style definitions) go to a template that renders them."""
         template = self._template
         if template is None:
             raise ModelError("this model has no chat template")
         from jinja2 import TemplateError
 
         try:
+            extra = {} if tools is None else {"tools": tools}
             rendered: str = template.render(
-                messages=messages, add_generation_prompt=True, **self.special_tokens
+                messages=messages, add_generation_prompt=True, **extra, **self.special_tokens
             )
         except TemplateError as error:
             raise ModelError(f"the chat template failed: {error}") from error

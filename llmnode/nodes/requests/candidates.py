@@ -57,6 +57,7 @@ def candidates(
                 rtt_ms=0.0 if is_local else view.rtt_ms.get(peer.node, 1.0),
                 gossip_time=measured,
                 is_local=is_local,
+                prefixes=frozenset(load.prefixes),
             )
         )
     return result

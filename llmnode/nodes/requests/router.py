@@ -46,7 +46,7 @@ from llmnode.nodes.requests.streams import (
     resume_payload,
 )
 from llmnode.schemas.base import WireMessage
-from llmnode.schemas.inference import TokenChunk
+from llmnode.schemas.inference import TokenChunk, payload_prefix_key
 from llmnode.schemas.requests import (
     Accept,
     Cancel,
@@ -181,6 +181,7 @@ class Router:
             if on_chunk is not None:
                 await on_chunk(data)
 
+        prefix = payload_prefix_key(method, payload)  # a node holding it is preferred
         exclude: set[bytes] = set()
         attempts = 0  # tries so far, refused or failed, each counted by the retry policy
         last_error: MeshError | None = None
@@ -205,8 +206,9 @@ class Router:
                 attempts += 1
                 try:
                     choice = choose(
-                        candidates, self.ledger, self._clock(), self.rng, exclude=frozenset(exclude)
-                    )
+                        candidates, self.ledger, self._clock(), self.rng,
+                        exclude=frozenset(exclude), prefix=prefix,
+                    )  # fmt: skip
                 except NoCapacity as error:
                     last_error = error
                     exclude.clear()  # everyone is full or refused: back off, then try them all

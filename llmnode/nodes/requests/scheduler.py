@@ -73,6 +73,7 @@ class Candidate:
     rtt_ms: float = 0.0
     gossip_time: float = 0.0
     is_local: bool = False
+    prefixes: frozenset[bytes] = frozenset()  # prompt prefixes its KV cache holds (prefix_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +285,9 @@ def _sample_weighted(
     return picked
 
 
+PREFIX_PREFERENCE = 0.9  # "other things equal": within 10 % of the best, the prefix holder wins
+
+
 def is_full(active: int, slots: int, queue_limit: int) -> bool:
     """Whether a node with ``active`` requests admitted (running + waiting) refuses the next:
     its ``slots`` run, and at most ``queue_limit`` more wait. The server's admission and the
@@ -302,6 +306,7 @@ def choose(
     full_scan_below: int = 8,
     choices: int = DEFAULT_CHOICES,
     service: str | None = None,
+    prefix: bytes | None = None,
 ) -> Choice:
     """Pick the node expected to complete the request soonest.
 
@@ -309,6 +314,8 @@ def choose(
     ignored). ``exclude`` holds nodes that already refused or failed this request. ``now`` is
     accepted for symmetry with the other pure cores; the estimate depends on it only through
     the ledger and the candidates' gossip times. Raises :class:`NoCapacity` when no node is left.
+    ``prefix`` names the request's prompt prefix: a node whose cache holds it is preferred when
+    its estimate is within :data:`PREFIX_PREFERENCE` of the best (it skips most of the prefill).
     """
     wanted = service
     pool = [
@@ -345,6 +352,8 @@ def choose(
     best: Choice | None = None
     for candidate, ahead, service_ms in sampled:
         estimate = estimate_completion_ms(ahead, candidate.slots, service_ms, candidate.rtt_ms)
+        if prefix is not None and prefix in candidate.prefixes:
+            estimate *= PREFIX_PREFERENCE
         if best is None or estimate < best.estimate_ms:
             best = Choice(candidate.node, estimate)
     assert best is not None  # sampled is never empty: capable is not

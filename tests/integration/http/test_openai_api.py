@@ -159,7 +159,7 @@ def _error_body(error: openai.APIStatusError) -> dict[str, object]:
 
 
 def test_unsupported_n_is_a_400_naming_the_param(api_mesh: dict[str, HttpNode]) -> None:
-    for extra in ({"n": 2}, {"response_format": {"type": "json_object"}}):
+    for extra in ({"n": 2}, {"response_format": {"type": "xml"}}):
         with pytest.raises(openai.BadRequestError) as caught:
             client(api_mesh["front"]).chat.completions.create(
                 model=CHAT_MODEL,

@@ -32,7 +32,7 @@ def _parameters(function: Callable[..., Any]) -> list[tuple[str, object, object,
 
 
 def test_mesh_has_the_async_methods_this_test_expects() -> None:
-    expected = {"request", "request_stream", "send", "publish", "subscribe", "generate", "embed"}
+    expected = {"request", "request_stream", "send", "publish", "subscribe", "chat_steps", "embed"}
     assert expected | {"status", "peers", "serving", "serve", "close"} <= set(
         _public_async_methods()
     )
@@ -51,8 +51,9 @@ def test_every_public_async_method_of_mesh_has_a_sync_twin_with_the_same_paramet
     assert not different, f"SyncMesh twins with other parameters than Mesh's: {different}"
 
 
-def test_chat_the_one_method_that_is_either_kind_has_mesh_chats_parameters() -> None:
+def test_chat_and_generate_the_methods_of_either_kind_have_mesh_parameters() -> None:
     assert _parameters(SyncMesh.chat) == _parameters(Mesh.chat)
+    assert _parameters(SyncMesh.generate) == _parameters(Mesh.generate)
 
 
 def test_sync_twins_keep_the_async_methods_documentation() -> None:
