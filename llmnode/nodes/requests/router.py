@@ -99,8 +99,6 @@ class Router:
         self._result_load: dict[bytes, tuple[int, int]] = {}
         self.counters: Counter[str] = Counter()
 
-    # -- inbound ------------------------------------------------------------------------------
-
     def on_reply(self, sender: bytes, message: Answer | LoadReport) -> None:
         if isinstance(message, LoadReport):
             return self.loads.on_report(sender, message)
