@@ -94,20 +94,27 @@ class SyncMesh:
         call still running there."""
         settled = threading.Event()
         started: list[asyncio.Future[T]] = []
+        stopped = False
 
         def start() -> None:  # on the loop; callbacks run in order, so before cancel() below
+            if stopped:
+                return
             task = asyncio.ensure_future(awaitable)
             task.add_done_callback(lambda _: settled.set())
             started.append(task)
 
         def cancel() -> None:
+            nonlocal stopped
+            stopped = True
             for task in started:
                 task.cancel()
+            if not started:  # interrupted before start() was even scheduled
+                settled.set()
 
-        # Scheduled, not awaited: an interrupt can come at any point from here on, and the
-        # except below must then cancel whatever was started.
-        self._loop.call_soon_threadsafe(start)
+        # A Ctrl-C can surface at any bytecode of this thread (the signal may wake another
+        # thread first), scheduling included: whatever was started is then cancelled.
         try:
+            self._loop.call_soon_threadsafe(start)
             settled.wait()
         except BaseException:
             self._loop.call_soon_threadsafe(cancel)
