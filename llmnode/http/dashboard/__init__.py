@@ -4,7 +4,7 @@
 runs offline). It holds no data: everything comes from ``/dashboard/stream``, Server-Sent Events
 of :func:`llmnode.nodes.mesh.overview.snapshot` once a second, read with the same API key as the
 rest of the API (the page sends it as a bearer token, so it uses ``fetch`` rather than
-``EventSource``). ``/dashboard/snapshot`` is the same message once, for ``llmnode top``.
+``EventSource``). ``/dashboard/snapshot`` is the same message once, made fresh, for ``llmnode top``.
 The events (joins, state changes, re-routes, rejection bursts) are found by one feed per server
 comparing successive snapshots, so every viewer sees the same feed.
 """
@@ -78,6 +78,7 @@ def install(node: Node, app: web.Application) -> None:
         return web.Response(text=_page(), content_type="text/html", charset="utf-8")
 
     async def snapshot(request: web.Request) -> web.Response:
+        feed.update()  # asked for once: the numbers of now, not of the last tick
         return web.Response(body=feed.message(), content_type="application/json")
 
     async def stream(request: web.Request) -> web.StreamResponse:

@@ -142,7 +142,10 @@ async def _refused(session: aiohttp.ClientSession, url: str, key: str) -> bool:
 async def test_a_missing_or_wrong_key_is_a_401_in_openais_shape(tmp_path: Path) -> None:
     async with http_mesh(tmp_path, [[CountingModel()]], converge="model:counter") as http:
         key = api_keys.create(Path(http.nodes[0].config.data_dir), "ci")
-        await _poll(lambda: _listed(http.client(0, key)), KEY_SPREAD_S)
+        # Until the node knows of a key it is open (loopback): wait until a wrong key is refused.
+        wrong = http.client(0, "sk-llmnode-wrong")
+        await _poll(lambda: _refused_by_client(wrong), KEY_SPREAD_S)
+        assert await _listed(http.client(0, key))
         with pytest.raises(openai.AuthenticationError) as caught:
             await http.client(0, "sk-llmnode-wrong").models.list()
         assert _error(caught.value) == {
@@ -164,6 +167,10 @@ async def test_a_missing_or_wrong_key_is_a_401_in_openais_shape(tmp_path: Path) 
             model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2
         )
         assert reply.choices[0].message.content == "0 1 "
+
+
+async def _refused_by_client(client: openai.AsyncOpenAI) -> bool:
+    return not await _listed(client)
 
 
 async def _listed(client: openai.AsyncOpenAI) -> bool:
