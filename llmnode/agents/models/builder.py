@@ -41,7 +41,7 @@ log = get_logger(__name__)
 BUILDER_PRECISIONS = {"int4": "int4", "int8": "fp32", "fused": "fp32"}  # ours -> builder's -p
 INT4_OPTIONS = ("int4_block_size=32", "int4_accuracy_level=4")
 # onnxruntime.quantization.matmul_nbits_quantizer's command line, for int8 (asymmetric).
-INT8_OPTIONS = ("--bits", "8", "--block_size", "32", "--accuracy_level", "4")
+INT8_OPTIONS: tuple[str, ...] = ("--bits", "8", "--block_size", "32", "--accuracy_level", "4")
 INT8_OPTIONS += ("--symmetric", "False")
 _KEPT_FROM_SOURCE = ("config.json", "generation_config.json")
 _INSTALL_HINT = "pip install --no-deps onnxruntime-genai==0.11.4 && pip install onnx-ir"
