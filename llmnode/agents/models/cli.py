@@ -35,8 +35,9 @@ QuantizeOption = Annotated[
     str | None,
     typer.Option(
         "--quantize",
-        help="int4: the fused graph with int4 weights (ONNX Runtime GenAI's builder); "
-        "fused: that graph in fp32; int8: optimum's export, dynamically quantised",
+        help="for chat models, the fused graph of ONNX Runtime GenAI's builder with int8 "
+        "(the default's) or int4 weights, or fused: in fp32; for embeddings, int8: "
+        "optimum's export, dynamically quantised",
     ),
 ]
 NameOption = Annotated[str | None, typer.Option("--name", help="name in the store")]

@@ -1,13 +1,13 @@
 """Export a model to ONNX into the store (does I/O).
 
 Sources: a local Hugging Face directory, a GGUF file, or a Hugging Face hub id. Which exporter:
-- optimum, the exporter of record for fp32 and int8 and for embeddings: the model and its
+- optimum, the exporter of record for fp32 and for embeddings: the model and its
   tokenizer (with its chat template) are loaded with transformers, exported with optimum
   (``text-generation-with-past`` for causal LMs, so the graph takes ``past_key_values`` and
-  returns ``present``; ``feature-extraction`` for embeddings), optionally quantised with ONNX
-  Runtime's dynamic quantisation (QInt8 weights);
-- ONNX Runtime GenAI's model builder for ``int4`` (and ``fused``, its fp32 twin) causal LMs:
-  the fused graph with ``MatMulNBits`` (:mod:`llmnode.agents.models.builder`).
+  returns ``present``; ``feature-extraction`` for embeddings); an embedding model in ``int8`` is
+  quantised with ONNX Runtime's dynamic quantisation (QInt8 weights);
+- ONNX Runtime GenAI's model builder for ``int8``, ``int4`` and ``fused`` (fp32) causal LMs:
+  the fused graph, with ``MatMulNBits`` when quantised (:mod:`llmnode.agents.models.builder`).
 Either way the result is committed to the store atomically.
 """
 
@@ -33,7 +33,7 @@ from llmnode.log import get_logger
 
 log = get_logger(__name__)
 
-QUANTIZATIONS = (None, "int8", *BUILDER_PRECISIONS)
+QUANTIZATIONS = (None, *BUILDER_PRECISIONS)
 OPTIMUM_TASKS = {
     "text-generation": "text-generation-with-past",
     "feature-extraction": "feature-extraction",
@@ -230,9 +230,9 @@ def export(
         choices = ", ".join(q for q in QUANTIZATIONS if q)
         raise ModelError(f"unknown quantisation {quantize!r}: use {choices}")
     name = check_name(name or default_name(parsed, quantize))
-    if quantize in BUILDER_PRECISIONS:
-        if task != "text-generation":
-            raise ModelError(f"{quantize} applies to text-generation models only")
+    if quantize not in (None, "int8") and task != "text-generation":
+        raise ModelError(f"{quantize} applies to text-generation models only")
+    if quantize in BUILDER_PRECISIONS and task == "text-generation":
         return build(
             parsed.kind,
             parsed.location,

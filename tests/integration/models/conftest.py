@@ -28,13 +28,14 @@ def test_store_root() -> Path:
     return Path(configured) if configured else default_root()
 
 
-FAST_PRECISIONS = ("fused", "int4")
+FAST_PRECISIONS = ("fused", "int8", "int4")
 
 
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelStore, dict[str, Path]]:
-    """A store holding tiny-gpt2 and tiny-llama (optimum's export), tiny-llama-fused and
-    tiny-llama-int4 (GenAI's builder), and the transformers folders they came from."""
+    """A store holding tiny-gpt2 and tiny-llama (optimum's export), tiny-llama-fused,
+    tiny-llama-int8 and tiny-llama-int4 (GenAI's builder), and the transformers folders they
+    came from."""
     root = tmp_path_factory.mktemp("tiny-models")
     store = ModelStore(root / "store")
     sources: dict[str, Path] = {}
@@ -43,7 +44,7 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelStore, di
         export(
             str(sources[arch]), store, task="text-generation", name=f"tiny-{arch}", progress=False
         )
-    # The fast path: ONNX Runtime GenAI's fused graph of the same llama, in fp32 and int4.
+    # The fast path: ONNX Runtime GenAI's fused graph of the same llama, in fp32, int8 and int4.
     for precision in FAST_PRECISIONS:
         export(
             str(sources["llama"]),

@@ -22,8 +22,8 @@ SERVE = textwrap.dedent(
         store = ModelStore(sys.argv[1])
         runtime = GenerationRuntime(store, sys.argv[2], max_batch_size=2)
         request = GenerateRequest(
-            messages=[ChatMessage(role="user", content="What is the capital of France?")],
-            max_tokens=12,
+            messages=[ChatMessage(role="user", content="What is the boiling point of water?")],
+            max_tokens=20,
         )
         results = await asyncio.gather(runtime.generate(request), runtime.generate(request))
         runtime.close()
@@ -67,4 +67,4 @@ def test_serving_smollm2_imports_no_torch_and_reports_its_memory(
     report = serve_in_a_fresh_process(default_store, "smollm2-135m-instruct")
     print(f"smollm2 serving peak RSS: {report['peak_rss_mb']} MB")
     assert report["heavy"] == []
-    assert "Paris" in str(report["text"])
+    assert "100" in str(report["text"])

@@ -20,10 +20,13 @@ PROMPTS = [
     "A mesh of nodes serves",
 ]
 ARCHS = ["gpt2", "llama"]
-# The fused graph (GroupQueryAttention, shared KV buffer) in fp32 must equal PyTorch too; its int4
-# twin changes the numbers, so it is held to its own answers alone (batched, joined, resumed).
+# The fused graph (GroupQueryAttention, shared KV buffer) in fp32 must equal PyTorch too; its int8
+# (the default precision) and int4 twins change the numbers, so each is held to its own answers
+# alone (batched, joined, resumed).
 FUSED = "llama-fused"
+INT8 = "llama-int8"
 INT4 = "llama-int4"
+QUANTISED = [INT8, INT4]
 
 
 def torch_greedy(
@@ -55,15 +58,15 @@ def references(tiny_store: tuple[ModelStore, dict[str, Path]], tiny_runtimes: An
         for arch in ARCHS
     }
     expected[FUSED] = [torch_greedy(sources["llama"], tiny_runtimes[FUSED], p, 24) for p in PROMPTS]
-    int4 = tiny_runtimes[INT4]
 
-    async def alone() -> list[list[int]]:
+    async def alone(runtime: GenerationRuntime) -> list[list[int]]:
         return [
-            (await int4.generate(GenerateRequest(prompt=p, max_tokens=24))).token_ids
+            (await runtime.generate(GenerateRequest(prompt=p, max_tokens=24))).token_ids
             for p in PROMPTS
         ]
 
-    expected[INT4] = asyncio.run(alone())
+    for name in QUANTISED:
+        expected[name] = asyncio.run(alone(tiny_runtimes[name]))
     return expected
 
 
@@ -77,7 +80,7 @@ async def test_onnx_greedy_equals_torch_greedy_alone(
         assert result.token_ids == expected
 
 
-@pytest.mark.parametrize("arch", [*ARCHS, FUSED, INT4])
+@pytest.mark.parametrize("arch", [*ARCHS, FUSED, *QUANTISED])
 async def test_onnx_greedy_equals_torch_greedy_in_a_mixed_length_batch(
     arch: str, tiny_runtimes: dict[str, GenerationRuntime], references: Any
 ) -> None:
@@ -88,7 +91,7 @@ async def test_onnx_greedy_equals_torch_greedy_in_a_mixed_length_batch(
     assert [r.token_ids for r in results] == references[arch]
 
 
-@pytest.mark.parametrize("arch", [*ARCHS, FUSED, INT4])
+@pytest.mark.parametrize("arch", [*ARCHS, FUSED, *QUANTISED])
 async def test_requests_joining_a_running_batch_still_equal_torch(
     arch: str, tiny_runtimes: dict[str, GenerationRuntime], references: Any
 ) -> None:
@@ -128,7 +131,7 @@ async def test_seeded_sampling_is_reproducible_alone_and_in_a_batch(
     assert other_seed.token_ids != alone.token_ids
 
 
-@pytest.mark.parametrize("arch", [*ARCHS, FUSED, INT4])
+@pytest.mark.parametrize("arch", [*ARCHS, FUSED, *QUANTISED])
 async def test_resuming_from_delivered_tokens_equals_the_uninterrupted_run(
     arch: str, tiny_runtimes: dict[str, GenerationRuntime], references: Any
 ) -> None:
@@ -184,7 +187,7 @@ async def test_chat_messages_are_rendered_with_the_chat_template(
     assert prompt == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
 
-@pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-int4"])
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-int8", "tiny-llama-int4"])
 async def test_cancelling_a_stream_frees_its_slot_at_once(
     name: str, tiny_store: tuple[ModelStore, dict[str, Path]]
 ) -> None:
