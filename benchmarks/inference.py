@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-CHAT = "smollm2-135m-instruct"  # the default: int8
+CHAT = "smollm2-135m-instruct"  # the default (its precision: DEFAULTS in models/sources.py)
 EMBED = "all-minilm-l6-v2"
 INT4 = f"{CHAT}-int4"
 FP32 = f"{CHAT}-fused"
@@ -541,11 +541,11 @@ def main() -> None:
     parts = [*engines, "growth", "quality", "embeddings", "structured"]
     wanted = set(arguments.parts.split(",")) if arguments.parts else set(parts)
     runs = {part: in_process(part, arguments) if part in wanted else None for part in parts}
-    ours, genai = runs["llmnode-default"], runs["genai-int4"]  # ours: the default, int8
+    ours, genai = runs["llmnode-default"], runs["genai-int4"]  # ours: the default
     int4, fp32 = runs["llmnode-int4"], runs["llmnode-fp32"]
     figures: dict[str, Any] = {
         "model": CHAT,
-        "default_precision": "int8",
+        "default_precision": default_precision(),
         "tokens": arguments.tokens,
         "threads": arguments.threads,
         "cpu_count": os.cpu_count(),
@@ -593,6 +593,12 @@ def main() -> None:
         for key, value in (runs[engine] or {}).items():
             figures[f"{engine.replace('-', '_')}_{key}"] = round(value, 2)
     print(json.dumps(figures))
+
+
+def default_precision() -> str | None:
+    from llmnode.agents.models.sources import DEFAULTS
+
+    return DEFAULTS[CHAT].quantize
 
 
 if __name__ == "__main__":
