@@ -66,6 +66,7 @@ def decode_state(record: SignedRecord) -> NodeState:
 
 
 SERVICE_TIME_STEP = 1.25  # a service time 25 % away from the one last gossiped is a change
+MEMORY_STEP = 1.1  # memory for models: a change of a tenth is gossiped
 
 
 def service_time_class(ewma_service_ms: float) -> int:
@@ -75,12 +76,20 @@ def service_time_class(ewma_service_ms: float) -> int:
     return 1 + math.floor(math.log(ewma_service_ms) / math.log(SERVICE_TIME_STEP))
 
 
+def memory_class(memory_mb: int) -> int:
+    """Which band of width ×1.1 the memory for models falls in (0: none). It follows free RAM,
+    which moves all the time; placement needs it roughly, so only a band change is gossiped."""
+    if memory_mb <= 0:
+        return 0
+    return 1 + math.floor(math.log(memory_mb) / math.log(MEMORY_STEP))
+
+
 def capability_key(state: NodeState) -> bytes:
     """What of ``state`` is gossiped as a change: everything but the fast-changing figures (each
     service's queue, in-flight count and counters; free memory and utilisation; requests
     served), which travel on replies and :class:`LoadReport` instead. A service time counts
     only by its band (:func:`service_time_class`): it moves slowly, and callers need it for
-    nodes they have not sent to yet."""
+    nodes they have not sent to yet; the memory for models likewise (:func:`memory_class`)."""
     services = [
         msgspec.structs.replace(
             info,
@@ -99,7 +108,11 @@ def capability_key(state: NodeState) -> bytes:
     ]
     resources = msgspec.structs.replace(state.resources, ram_free_mb=0, gpus=gpus)
     steady = msgspec.structs.replace(
-        state, services=services, resources=resources, requests_served=0
+        state,
+        services=services,
+        resources=resources,
+        requests_served=0,
+        model_memory_mb=memory_class(state.model_memory_mb),
     )
     return _encoder.encode(steady)
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmnode.nodes.mesh.records import capability_key
+from llmnode.nodes.mesh.records import capability_key, memory_class
 from llmnode.nodes.requests.loads import stale_sample
 from llmnode.nodes.requests.scheduler import Candidate
 from llmnode.schemas.state import GpuInfo, NodeState, Resources, ServiceInfo, ServiceLoad
@@ -81,6 +81,22 @@ def test_load_and_free_memory_never_change_the_gossiped_capabilities(
         assert capability_key(later) != capability_key(one)
     added = [*one.services, ServiceInfo(name="agent", kind="agent")]
     assert capability_key(msgspec.structs.replace(one, services=added)) != capability_key(one)
+
+
+@settings(max_examples=200, deadline=None)
+@given(memory=st.integers(100, 10**6), drift=st.floats(-0.04, 0.04))
+def test_memory_for_models_changes_the_record_only_by_a_tenth(memory: int, drift: float) -> None:
+    """It follows free RAM, which moves all the time: a drift of a few percent stays in its band
+    or the next one (never a storm of records); a change of a quarter is always news."""
+    base = state([], 1, 1, 0)
+    one = msgspec.structs.replace(base, model_memory_mb=memory)
+    drifted = msgspec.structs.replace(base, model_memory_mb=int(memory * (1 + drift)))
+    if memory_class(memory) == memory_class(drifted.model_memory_mb):  # same band: no record
+        assert capability_key(drifted) == capability_key(one)
+    nearby = {memory_class(int(memory * (1 + d / 100))) for d in range(-4, 5)}
+    assert len(nearby) <= 2  # a band is a tenth wide: ±4 % crosses at most one edge
+    quarter = msgspec.structs.replace(base, model_memory_mb=int(memory * 1.25))
+    assert capability_key(quarter) != capability_key(one)
 
 
 @settings(max_examples=200, deadline=None)
