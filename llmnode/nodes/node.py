@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
@@ -38,23 +38,18 @@ from llmnode.nodes.mesh import reports, resources
 from llmnode.nodes.mesh.records import decode_state, needs_signing, sign_record, verify_record
 from llmnode.nodes.mesh.view import MeshView
 from llmnode.nodes.placement.host import NodePlacement
-from llmnode.nodes.requests.router import Router
+from llmnode.nodes.requests.router import Answer, Router
 from llmnode.nodes.requests.server import RequestServer
 from llmnode.nodes.requests.service import Service
 from llmnode.schemas import membership as membership_messages
 from llmnode.schemas.base import WireMessage
 from llmnode.schemas.config import NodeConfig
 from llmnode.schemas.requests import (
-    Accept,
     Cancel,
-    Chunk,
-    ErrorReply,
     LoadQuery,
     LoadReport,
     OneWay,
-    Refuse,
     Request,
-    Result,
 )
 from llmnode.schemas.state import NodeState, Resources, ServiceInfo
 
@@ -65,7 +60,7 @@ _MEMBERSHIP_TYPES = tuple(
     for cls in vars(membership_messages).values()
     if isinstance(cls, type) and issubclass(cls, WireMessage) and cls is not WireMessage
 )
-_REPLY_TYPES = (Accept, Refuse, Chunk, Result, ErrorReply, LoadReport)
+_REPLY_TYPES = (*get_args(Answer), LoadReport)  # what the router takes in
 
 
 class Node:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 def status_report(node: Node) -> dict[str, object]:
     """What `llmnode status` shows: this node, its services, load and counters."""
+    families = node.metrics.read()
     return {
         "node_id": node.node_text,
         "name": node.name,
@@ -24,12 +25,10 @@ def status_report(node: Node) -> dict[str, object]:
         "control": node.control.address,
         "http": node.http_address,
         "incarnation": node.membership.incarnation if node.membership else 0,
-        "members_alive": sum(1 for member in node.membership.members() if member.state == "alive")
-        if node.membership
-        else 1,
+        "members_alive": int(families["members"][("alive",)]),
         "resources": node.resources_now,
         "services": node.services_info(),
-        "counters": counters(node.metrics.read()),
+        "counters": counters(families),
     }
 
 
