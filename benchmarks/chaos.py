@@ -4,7 +4,9 @@ Five `llmnode start` processes on 127.0.0.1 (tests/support/mesh.py): ``entry`` (
 the SDK client connects to it), two nodes serving ``all-minilm-l6-v2`` and two serving
 ``smollm2-135m-instruct``, each of those four hosting a ``Ledger`` agent. Load, through the
 SDK: embeds, streamed chats (8 tokens) and non-idempotent agent requests, ``--concurrency``
-loops each. (There is no HTTP API yet, so none goes through one.)
+loops each; and through the entry node's OpenAI API (benchmarks/chaos_http.py, the official
+``openai`` client in a subprocess beside the entry node): streamed chats and embeds,
+``--concurrency`` loops each. ``--no-http`` leaves the HTTP half out.
 
 Every ``--every`` seconds one fault, in turn, on the next non-entry node:
 
@@ -26,9 +28,11 @@ whether the request started in a calm window or within a fault (from the fault u
 node again sees every node alive). ``recovery_s`` per fault is the time from the end of the fault
 (the node restarted, resumed or healed, the rotation done) until that full view. Prints one JSON
 object as its last line: ``sent``, ``completed``, ``failed`` (by error), ``lost``,
-``duplicated``, ``p99_calm_ms``, ``p99_faults_ms``, ``recovery_s_max``.
+``duplicated``, ``p99_calm_ms``, ``p99_faults_ms``, ``recovery_s_max`` (all requests), and
+``by_face``: ``sent``/``completed``/``lost`` for the SDK and the HTTP API apiece.
 
-Usage: ``python benchmarks/chaos.py [--minutes 10] [--every 20] [--concurrency 2] [--no-netns]``.
+Usage: ``python benchmarks/chaos.py [--minutes 10] [--every 20] [--concurrency 2] [--no-netns]
+[--no-http]``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -81,23 +86,38 @@ class Recorder:
         self.completed = 0
         self.failed: Counter[str] = Counter()
         self.lost = 0
+        self.by_face: dict[str, Counter[str]] = {"sdk": Counter(), "http": Counter()}
         self.latencies: list[tuple[float, float]] = []  # (start, seconds)
         self.faults: list[tuple[float, float]] = []  # (start, end of recovery)
         self.kinds: list[str] = []  # "kind:node" of each fault, in order
 
     async def one(self, kind: str, call: Any) -> None:
-        self.sent += 1
         start = time.monotonic()
         try:
             await asyncio.wait_for(call(), DEADLINE_S + 5)
         except MeshError as error:
-            self.failed[f"{kind}:{type(error).__name__}"] += 1
+            self.record(kind, start, 0.0, f"failed:{type(error).__name__}")
             return
         except TimeoutError:
-            self.lost += 1
+            self.record(kind, start, 0.0, "lost")
             return
-        self.completed += 1
-        self.latencies.append((start, time.monotonic() - start))
+        self.record(kind, start, time.monotonic() - start, "ok")
+
+    def record(self, kind: str, start: float, seconds: float, outcome: str) -> None:
+        """One request's end: ``ok``, ``failed:<error>`` or ``lost`` (chaos_http.py's lines too)."""
+        face = self.by_face["http" if kind.startswith("http") else "sdk"]
+        self.sent += 1
+        face["sent"] += 1
+        if outcome == "ok":
+            self.completed += 1
+            face["completed"] += 1
+            self.latencies.append((start, seconds))
+        elif outcome == "lost":
+            self.lost += 1
+            face["lost"] += 1
+        else:
+            self.failed[f"{kind}:{outcome.removeprefix('failed:')}"] += 1
+            face["failed"] += 1
 
 
 async def load(mesh: Mesh, recorder: Recorder, stop: asyncio.Event, kind: str) -> None:
@@ -179,15 +199,49 @@ def placement(cluster: netns.Cluster | None, name: str) -> dict[str, Any]:
     return {"host": node.address, "prefix": ["ip", "netns", "exec", node.namespace]}
 
 
-async def chaos(minutes: float, every: float, concurrency: int, use_netns: bool) -> dict[str, Any]:
+def start_http_load(
+    entry: NodeProcess, cluster: netns.Cluster | None, concurrency: int, out: Path, env: Any
+) -> subprocess.Popen[Any]:
+    """benchmarks/chaos_http.py where the entry node's loopback is (its namespace, if any)."""
+    status = entry.status()
+    assert status is not None and status.get("http"), "the entry node serves no HTTP"
+    argv = [
+        sys.executable,
+        str(Path(__file__).with_name("chaos_http.py")),
+        f"--url=http://{status['http']}/v1",
+        f"--out={out}",
+        f"--concurrency={concurrency}",
+        f"--deadline={DEADLINE_S}",
+    ]
+    log = out.with_suffix(".log")
+    if cluster is not None:
+        return cluster.run("entry", argv, env, log_path=log)
+    with log.open("ab") as sink:
+        return subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
+
+
+def finish_http_load(process: subprocess.Popen[Any], out: Path, recorder: Recorder) -> None:
+    """Stop the HTTP load, let its requests in flight end, and count its lines."""
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=DEADLINE_S + 30)
+    lines = out.read_text().splitlines() if out.exists() else []
+    for line in lines:
+        each = json.loads(line)
+        recorder.record(each["kind"], each["start"], each["seconds"], each["outcome"])
+
+
+async def chaos(
+    minutes: float, every: float, concurrency: int, use_netns: bool, use_http: bool = True
+) -> dict[str, Any]:
     cluster = netns.Cluster(NAMES) if use_netns else None
     with tempfile.TemporaryDirectory() as root, cluster or contextlib.nullcontext():
         mesh = LocalMesh(Path(root))
         mesh.env[LEDGER_ENV] = str(Path(root) / "ledger.txt")
         mesh.env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), *sys.path])
         agent = ["--agent", "benchmarks.chaos:Ledger"]
+        http_load: subprocess.Popen[Any] | None = None
         try:
-            entry = mesh.add("entry", **placement(cluster, "entry"))
+            entry = mesh.add("entry", ["--http", "127.0.0.1:0"], **placement(cluster, "entry"))
             workers = []
             for name in NAMES[1:]:
                 serve = ["--model", EMBED if name.startswith("embed") else CHAT, *agent]
@@ -196,6 +250,12 @@ async def chaos(minutes: float, every: float, concurrency: int, use_netns: bool)
             mesh.wait_converged(timeout=120)
             recorder = Recorder()
             stop = asyncio.Event()
+            http_out = Path(root) / "http-load.jsonl"
+            http_load = (
+                start_http_load(entry, cluster, concurrency, http_out, mesh.env)
+                if use_http
+                else None
+            )
             async with connect(entry.data_dir, name="chaos") as client:
                 loads = [
                     asyncio.create_task(load(client, recorder, stop, kind))
@@ -225,7 +285,11 @@ async def chaos(minutes: float, every: float, concurrency: int, use_netns: bool)
                     recorder.kinds.append(f"{kind}:{node.name}")
                 stop.set()
                 await asyncio.gather(*loads)
+                if http_load is not None:
+                    await asyncio.to_thread(finish_http_load, http_load, http_out, recorder)
         finally:
+            if http_load is not None and http_load.poll() is None:
+                http_load.kill()
             for node in mesh.nodes:
                 if node.alive():
                     with_signal_cont(node)
@@ -259,6 +323,7 @@ def summarize(
         "completed": recorder.completed,
         "failed": dict(recorder.failed),
         "lost": recorder.lost,
+        "by_face": {face: dict(counts) for face, counts in recorder.by_face.items()},
         "duplicated": sum(1 for count in ledger.values() if count > 1),
         "p99_calm_ms": p99_ms(calm),
         "p99_faults_ms": p99_ms(faulty),
@@ -276,12 +341,19 @@ def main() -> None:
     parser.add_argument(
         "--no-netns", action="store_true", help="stay on 127.0.0.1 (no partition fault)"
     )
+    parser.add_argument("--no-http", action="store_true", help="load through the SDK only")
     arguments = parser.parse_args()
     missing = None if arguments.no_netns else netns.missing_requirements()
     if missing is not None:
         print(f"no partition fault: {missing}", file=sys.stderr)
     use_netns = not arguments.no_netns and missing is None
-    result = chaos(arguments.minutes, arguments.every, arguments.concurrency, use_netns)
+    result = chaos(
+        arguments.minutes,
+        arguments.every,
+        arguments.concurrency,
+        use_netns,
+        use_http=not arguments.no_http,
+    )
     print(json.dumps(asyncio.run(result)))
 
 
