@@ -7,7 +7,14 @@ node, rebuilt here from its wire fields.
 
 from __future__ import annotations
 
-from llmnode.errors import AgentLost, DeadlineExceeded, MeshError, NoCapacity, error_from_code
+from llmnode.errors import (
+    AgentLost,
+    DeadlineExceeded,
+    MeshError,
+    NoCapacity,
+    TransportError,
+    error_from_code,
+)
 from llmnode.schemas.requests import ErrorReply, Refuse
 
 
@@ -32,15 +39,17 @@ def at_deadline(last_error: MeshError | None, service: str, timeout: float) -> M
 
 
 def failed_error(service: str, failure: AttemptFailed, idempotent: bool) -> MeshError:
-    """The error a failed attempt becomes when it is not retried."""
+    """The error a failed attempt becomes when it is not retried: :class:`TransportError` for a
+    request that never left, :class:`AgentLost` for one whose node went away or fell silent."""
+    if failure.reason == "send_failed":
+        return TransportError(f"could not send the request to a node serving {service!r}")
     if failure.may_have_run and not idempotent:
-        kind = AgentLost if failure.reason == "agent_lost" else MeshError
-        return kind(
+        return AgentLost(
             f"node serving {service!r} failed ({failure.reason}) after "
             f"{'accepting' if failure.accepted else 'it may have received'} "
             "a request that is not idempotent; not retried"
         )
-    return MeshError(f"node serving {service!r} failed ({failure.reason})")
+    return AgentLost(f"node serving {service!r} failed ({failure.reason})")
 
 
 def typed_error(message: Refuse | ErrorReply) -> MeshError:

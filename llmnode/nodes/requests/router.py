@@ -248,7 +248,7 @@ class Router:
                     if (delivered.token_ids and not resumable) or (
                         stream and not resumable and delivered.text
                     ):
-                        raise MeshError(f"stream from {service!r} lost its node") from None
+                        raise AgentLost(f"stream from {service!r} lost its node") from None
                     kind: ErrorKind = "timeout" if failure.reason in _TIMEOUTS else "failed"
                     last_error = failed_error(service, failure, idempotent)
                     await back_off(
