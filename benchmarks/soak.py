@@ -3,17 +3,20 @@
 Three `llmnode start` processes on 127.0.0.1 (tests/support/mesh.py): an entry node and two
 nodes serving ``all-minilm-l6-v2``. Through the SDK on the entry node, ``concurrency`` loops
 embed one sentence each, one request after another, for ``--minutes``. Every ``--interval``
-seconds it samples, per node: RSS and open file descriptors (/proc), threads (/proc; the node
-has no task count in its status) and the peer table (``llmnode peers`` size on the entry node).
+seconds it samples, per node: RSS, open file descriptors and threads (/proc), and from the node's
+own status (through the SDK) its asyncio tasks and the blocks Python's allocator holds
+(``python_blocks``: RSS growing while these stay flat is native memory, not Python objects); and
+the peer table (``llmnode peers`` size on the entry node).
 
 After ``--warmup`` minutes it fits a least-squares line to each series per node and reports the
 slope per hour with its bound (2 standard errors): a slope whose magnitude is under its bound is
 indistinguishable from zero. The baseline is the same fit over the warm-up samples
 (``warmup_rss_slope_kb_per_h``), where growth is expected. Prints one JSON object as its last
-line: ``rss_slope_kb_per_h``, ``fd_slope_per_h`` (the node with the largest magnitude), their
-bounds, ``*_flat`` verdicts, ``rss_slope_late_kb_per_h`` (the same fit over the later half of the
-steady window: a leak keeps its slope there, a heap still settling flattens), requests completed
-and failed.
+line: ``rss_slope_kb_per_h``, ``fd_slope_per_h``, ``task_slope_per_h``,
+``python_blocks_slope_per_h`` (each for the node with the largest magnitude), their bounds,
+``*_flat`` verdicts, ``rss_slope_late_kb_per_h`` (the same fit over the later half of the steady
+window: a leak keeps its slope there, a heap still settling flattens), requests completed and
+failed.
 
 Usage: ``python benchmarks/soak.py [--minutes 60] [--interval 10] [--warmup 5] [--rate 0]
 [--samples FILE]``; ``--rate`` paces each loop (requests per second) for a low, steady load on a
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -35,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from llmnode.client.mesh import connect
+from llmnode.client.mesh import Mesh, connect
 from llmnode.errors import MeshError
 from tests.support.mesh import LocalMesh, NodeProcess, wait_for
 
@@ -118,12 +122,22 @@ async def soak(
             ]
             samples: list[dict[str, Any]] = []
             start = time.monotonic()
+            sampling = contextlib.AsyncExitStack()
+            opened: list[Mesh] = [
+                await sampling.enter_async_context(connect(node.data_dir, name="soak-sampler"))
+                for node in nodes
+            ]
             while time.monotonic() - start < minutes * 60:
                 row: dict[str, Any] = {"t_h": (time.monotonic() - start) / 3600}
-                for node in nodes:
+                for node, admin in zip(nodes, opened, strict=True):
                     assert node.process is not None
-                    row[node.name] = proc_sample(node.process.pid)
-                row["peers"] = len(await asyncio.to_thread(entry.peers))
+                    inside = (await admin.status())["process"]
+                    row[node.name] = {
+                        **proc_sample(node.process.pid),
+                        "tasks": float(inside["tasks"]),
+                        "python_blocks": float(inside["python_blocks"]),
+                    }
+                row["peers"] = len(await opened[0].peers())
                 samples.append(row)
                 if samples_out is not None:
                     with samples_out.open("a") as out:
@@ -131,6 +145,7 @@ async def soak(
                 await asyncio.sleep(interval)
             stop.set()
             await asyncio.gather(*loaders)
+            await sampling.aclose()
         finally:
             for node in mesh.nodes:
                 if node.alive():
@@ -155,7 +170,8 @@ def summarize(
         **counts,
     }
     for metric, key in (("rss_kb", "rss_slope_kb_per_h"), ("fds", "fd_slope_per_h"),
-                        ("threads", "thread_slope_per_h")):  # fmt: skip
+                        ("threads", "thread_slope_per_h"), ("tasks", "task_slope_per_h"),
+                        ("python_blocks", "python_blocks_slope_per_h")):  # fmt: skip
         fits = {
             name: fit([s["t_h"] for s in steady], [s[name][metric] for s in steady])
             for name in names

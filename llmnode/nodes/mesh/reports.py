@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import time
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -29,7 +31,14 @@ def status_report(node: Node) -> dict[str, object]:
         "resources": node.resources_now,
         "services": node.services_info(),
         "counters": counters(families),
+        "process": process_report(),
     }
+
+
+def process_report() -> dict[str, int]:
+    """What could grow inside the node process (benchmarks/soak.py fits a slope to each):
+    asyncio tasks, and the blocks Python's allocator holds (RSS minus these is native memory)."""
+    return {"tasks": len(asyncio.all_tasks()), "python_blocks": sys.getallocatedblocks()}
 
 
 def counters(families: dict[str, dict[tuple[str, ...], float]]) -> dict[str, object]:

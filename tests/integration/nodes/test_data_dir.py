@@ -75,5 +75,9 @@ def test_status_and_connect_find_a_node_started_under_xdg_data_home(
         monkeypatch.setenv(variable, xdg_env[variable])
     monkeypatch.delenv("LLMNODE_DATA_DIR", raising=False)
     with llmnode.connect_sync() as mesh:
-        assert mesh.status()["node_id"] == node_id
+        status = mesh.status()
+        assert status["node_id"] == node_id
+        # what benchmarks/soak.py fits a slope to, from inside the process
+        assert status["process"]["tasks"] >= 3  # at least the bus pump, membership, control
+        assert status["process"]["python_blocks"] > 10_000
     assert xdg_node.poll() is None
