@@ -21,6 +21,7 @@ from llmnode.agents.models.transfer import ModelTransfer, Send, manifest_digest
 from llmnode.errors import MeshError, ModelError
 from llmnode.log import get_logger
 from llmnode.nodes.placement.memory import expected_footprint_mb
+from llmnode.nodes.requests.receipts import ReceiptSigner
 from llmnode.nodes.requests.service import Service
 from llmnode.schemas.base import WireMessage
 from llmnode.schemas.inference import GenerateRequest
@@ -45,8 +46,10 @@ class StoreModels:
         slots: int = 0,
         queue_limit: int = 64,
         transfer: ModelTransfer | None = None,
+        signer: ReceiptSigner | None = None,
     ) -> None:
         self.store, self.services, self.changed = store, services, changed
+        self.signer = signer  # signs a receipt for every result of the models loaded here
         self.slots, self.queue_limit = slots, queue_limit
         self.transfer = transfer or ModelTransfer(store, send)
         self._stored: tuple[int, frozenset[str]] = (-1, frozenset())
@@ -119,7 +122,7 @@ class StoreModels:
         name = MODEL_PREFIX + model
         if name in self.services:
             return
-        options: dict[str, Any] = {"queue_limit": self.queue_limit}
+        options: dict[str, Any] = {"queue_limit": self.queue_limit, "signer": self.signer}
         if self.slots:
             options["slots"] = self.slots
         service = await ModelService.open(self.store, model, **options)

@@ -2,8 +2,9 @@
 
 Each command parses its arguments into a config object and calls the library; the commands live
 by subject: :mod:`~llmnode.cli.keys` (init, keys), :mod:`~llmnode.cli.node` (start, status,
-peers), :mod:`~llmnode.cli.agents` (send, request, chat, embed), :mod:`~llmnode.cli.demo`, and
-the models' commands. Every MeshError ends a command with one readable line (:mod:`.common`).
+peers), :mod:`~llmnode.cli.agents` (send, request, chat, embed), :mod:`~llmnode.cli.demo`,
+:mod:`~llmnode.cli.receipts` (receipt verify), and the models' commands. Every MeshError ends a
+command with one readable line (:mod:`.common`).
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ def _mount() -> None:
     from llmnode.http.cli import api_keys_app  # noqa: PLC0415
 
     app.add_typer(api_keys_app, name="api-keys")
+    from llmnode.cli.receipts import receipt_app  # noqa: PLC0415
+
+    app.add_typer(receipt_app, name="receipt")
     try:
         from llmnode.cli import demo  # noqa: PLC0415
     except ImportError:  # pragma: no cover - during development only

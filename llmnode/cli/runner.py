@@ -26,6 +26,7 @@ from llmnode.nodes.control.server import KEYRING_FILE
 from llmnode.nodes.node import Node
 from llmnode.nodes.placement.autoscale import AutoscalePolicy
 from llmnode.nodes.placement.host import NodePlacement
+from llmnode.nodes.requests.receipts import ReceiptSigner
 from llmnode.nodes.requests.service import Service
 from llmnode.schemas.config import NodeConfig
 
@@ -111,7 +112,7 @@ def build_transport(config: NodeConfig) -> Transport:
     return transport
 
 
-def build_model_services(config: NodeConfig) -> list[Service]:
+def build_model_services(config: NodeConfig, signer: ReceiptSigner | None = None) -> list[Service]:
     if not config.models:
         return []
     from llmnode.agents.model_service import ModelService  # noqa: PLC0415 - heavy imports
@@ -122,7 +123,11 @@ def build_model_services(config: NodeConfig) -> list[Service]:
     for name in config.models:
         services.append(
             ModelService(
-                store, name, slots=config.model_slots or None, queue_limit=config.model_queue_limit
+                store,
+                name,
+                slots=config.model_slots or None,
+                queue_limit=config.model_queue_limit,
+                signer=signer,
             )
         )
     return services
@@ -145,6 +150,7 @@ def build_placement(node: Node, config: NodeConfig) -> NodePlacement:
         slots=config.model_slots,
         queue_limit=config.model_queue_limit,
         transfer=ModelTransfer(store, node.bus.send, rate_bytes_per_s=rate),
+        signer=ReceiptSigner(node.identity, node.name),
     )
     auto = config.autoscale
     policy = AutoscalePolicy(
@@ -204,7 +210,7 @@ async def run_node(config: NodeConfig, *, install_signals: bool = True) -> None:
         identity,
         keyring,
         build_transport(config),
-        services=build_model_services(config),
+        services=build_model_services(config, ReceiptSigner(identity, config.name)),
         incarnation=next_incarnation(data_dir),
     )
     node.placement = build_placement(node, config)

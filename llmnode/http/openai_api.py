@@ -19,6 +19,7 @@ from aiohttp import web
 from llmnode.http import translate
 from llmnode.http.errors import HttpError
 from llmnode.http.gateway import MeshGateway
+from llmnode.http.receipts import RECEIPT_HEADER, header_value
 from llmnode.http.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -131,7 +132,7 @@ class OpenAIApi:
         answer = respond(ident, body.model, created, result)
         if isinstance(body, ChatCompletionRequest) and body.tools:
             answer = with_tool_calls(answer)
-        return self._json(answer, "".join(served[-1:]))
+        return self._json(answer, "".join(served[-1:]), result.receipt)
 
     # -- embeddings ----------------------------------------------------------------------------
 
@@ -161,6 +162,7 @@ class OpenAIApi:
         return self._json(
             translate.embedding_response(body.model, rows, tokens, body.encoding_format),
             "".join(served[-1:]),
+            result.receipt,
         )
 
     # -- helpers -------------------------------------------------------------------------------
@@ -177,9 +179,12 @@ class OpenAIApi:
                 return
         raise _no_model(name)
 
-    def _json(self, body: object, served_by: str = "") -> web.Response:
-        """A JSON answer naming this node and, when known, the node that served it."""
+    def _json(self, body: object, served_by: str = "", receipt: bytes = b"") -> web.Response:
+        """A JSON answer naming this node and, when known, the node that served it and that
+        node's signed receipt."""
         headers = {**self._headers, NODE_HEADER: served_by} if served_by else self._headers
+        if receipt:
+            headers = {**headers, RECEIPT_HEADER: header_value(receipt)}
         return web.Response(body=_json(body), content_type="application/json", headers=headers)
 
 

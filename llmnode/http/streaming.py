@@ -19,6 +19,7 @@ from aiohttp import web
 
 from llmnode.errors import MeshError
 from llmnode.http.errors import HttpError, from_mesh_error
+from llmnode.http.receipts import RECEIPT_FIELD, stream_field
 from llmnode.schemas.inference import GenerateResult, TokenChunk
 
 KEEPALIVE_S = 2.0  # a comment this often while no token has come yet (proxies drop idle streams)
@@ -42,9 +43,13 @@ class StreamFormat:
         self.chat, self.ident, self.model, self.created = chat, ident, model, created
         self.include_usage = usage
         self.node = ""  # the node that served the stream (the last one, if it was resumed)
+        self.receipt: dict[str, Any] | None = None  # that node's, for the final chunk
 
     def served(self, node: str) -> None:
         self.node = node
+
+    def signed(self, receipt: bytes) -> None:
+        self.receipt = stream_field(receipt)
 
     def chunk(
         self,
@@ -52,7 +57,8 @@ class StreamFormat:
         usage: dict[str, int] | None = None,
         final: bool = False,
     ) -> bytes:
-        """One event; the final one also names the serving node under ``"llmnode"``."""
+        """One event; the final one also names the serving node under ``"llmnode"`` and carries
+        its receipt under ``"llmnode_receipt"`` (:mod:`llmnode.http.receipts`)."""
         body: dict[str, Any] = {
             "id": self.ident,
             "object": "chat.completion.chunk" if self.chat else "text_completion",
@@ -64,6 +70,8 @@ class StreamFormat:
             body["usage"] = usage
         if final:
             body["llmnode"] = {"node": self.node}  # clients ignore fields they do not know
+            if self.receipt is not None:
+                body[RECEIPT_FIELD] = self.receipt
         return event(body)
 
     def text(self, text: str, finish: str | None = None, final: bool = False) -> bytes:
@@ -131,6 +139,7 @@ async def stream_completion(
             return response
         if not response.prepared:
             await _open(request, response, shape)
+        shape.signed(result.receipt)
         last = not shape.include_usage
         await response.write(shape.text("", finish(result.finish_reason), final=last))
         if shape.include_usage:

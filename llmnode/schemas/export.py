@@ -13,7 +13,7 @@ from typing import Any, Union
 import msgspec
 
 from llmnode.errors import ConfigError
-from llmnode.schemas import inference, state
+from llmnode.schemas import inference, receipts, state
 from llmnode.schemas.base import PROTOCOL_VERSION
 from llmnode.schemas.config import NodeConfig
 from llmnode.schemas.messages import message_types
@@ -24,6 +24,8 @@ _PAYLOADS: list[type[Any]] = [
     inference.GenerateResult,
     inference.EmbedRequest,
     inference.EmbedResult,
+    receipts.Receipt,
+    receipts.SignedReceipt,
     state.NodeState,
 ]
 

@@ -72,6 +72,9 @@ class GenerateResult(msgspec.Struct, frozen=True, kw_only=True):
     prompt_tokens: int
     completion_tokens: int
     token_ids: list[int] = []
+    # The serving node's signed receipt (llmnode.schemas.receipts.SignedReceipt as msgpack);
+    # empty from a node that signs none.
+    receipt: bytes = b""
 
 
 PREFIX_KEY_MIN_CHARS = 200  # a shorter system prompt is cheap to prefill: not worth preferring
@@ -119,6 +122,7 @@ class EmbedResult(msgspec.Struct, frozen=True, kw_only=True):
     dim: int
     model: str
     data: bytes = b""
+    receipt: bytes = b""  # the serving node's signed receipt, as in GenerateResult
 
     def rows(self) -> list[list[float]]:
         """The vectors as lists of floats; raises :class:`ProtocolError` if ``data`` is torn."""

@@ -29,6 +29,8 @@ COMMANDS = [
     ["embed"],
     ["demo"],
     ["models"],
+    ["receipt"],
+    ["receipt", "verify"],
 ]
 
 

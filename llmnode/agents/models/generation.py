@@ -261,8 +261,8 @@ class GenerationRuntime:
                 return
         sequence.text_ids = list(resumed)
         sequence.decoder = self.tokenizer.incremental_decoder()
-        for token in resumed:  # already delivered: only the decoder's context
-            sequence.decoder.step(token)
+        # Already delivered: only the decoder's context, and the text a receipt covers.
+        sequence.resumed_text = "".join(sequence.decoder.step(token) for token in resumed)
         if len(resumed) >= sequence.request.max_tokens:
             self._finish(sequence, "length")
             return

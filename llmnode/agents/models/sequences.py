@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,6 +37,8 @@ class DecodeSequence:
     finished: bool = False
     started_at: float = 0.0
     matcher: TokenMatcher | None = None  # the grammar state of a constrained sequence
+    queued_at: float = field(default_factory=time.monotonic)
+    resumed_text: str = ""  # the text of request.resume_token_ids (delivered by another node)
 
     def deliver(self, item: TokenChunk | BaseException) -> None:
         try:
@@ -56,6 +59,17 @@ class TokenStream:
     def prompt_tokens(self) -> int:
         """How many tokens the prompt has (known once the worker has taken the request)."""
         return self._sequence.prompt_tokens
+
+    @property
+    def queued_ms(self) -> float:
+        """How long the request waited for a batch slot (0 until the worker took it)."""
+        started = self._sequence.started_at
+        return max(0.0, (started - self._sequence.queued_at) * 1000) if started else 0.0
+
+    @property
+    def resumed_text(self) -> str:
+        """The text of the resumed tokens (known once the worker has taken the request)."""
+        return self._sequence.resumed_text
 
     def __aiter__(self) -> TokenStream:
         return self

@@ -12,9 +12,12 @@ import pytest
 
 from llmnode.agents.model_service import ModelService
 from llmnode.agents.models import ModelStore, export_tiny
+from llmnode.bus.identity import Identity
 from llmnode.errors import DeadlineExceeded, ModelError
+from llmnode.nodes.requests.receipts import ReceiptSigner, verify_receipt
 from llmnode.nodes.requests.service import ServiceCall
 from llmnode.schemas.inference import GenerateRequest, GenerateResult, TokenChunk
+from llmnode.schemas.receipts import request_sha256, text_sha256
 
 pytestmark = pytest.mark.slow
 
@@ -103,3 +106,40 @@ async def test_embed_on_a_generation_model_is_a_model_error(service: ModelServic
     )  # fmt: skip
     with pytest.raises(ModelError, match="generation model"):
         await service.call(call, emit)
+
+
+async def test_results_carry_a_receipt_that_covers_the_whole_of_a_resumed_stream(
+    tiny_store: ModelStore,
+) -> None:
+    signer = ReceiptSigner(Identity.generate(), "n1")
+    signing = await ModelService.open(tiny_store, "tiny-gpt2", slots=2, signer=signer)
+
+    async def ignore(data: bytes) -> None:
+        pass
+
+    try:
+        request = GenerateRequest(prompt="hello", max_tokens=8)  # greedy: resumable exactly
+        whole = msgspec.msgpack.decode(
+            await signing.call(_call("generate", request, stream=True, within=30), ignore),
+            type=GenerateResult,
+        )
+        receipt = verify_receipt(whole.receipt)
+        assert (receipt.node_name, receipt.model, receipt.method) == ("n1", "tiny-gpt2", "generate")
+        assert receipt.output_sha256 == text_sha256(whole.text)
+        assert receipt.request_sha256 == request_sha256(request)
+        assert (receipt.completion_tokens, receipt.resumed_tokens) == (8, 0)
+        assert len(receipt.manifest_sha256) == 64
+        assert receipt.total_ms >= receipt.ttft_ms > 0
+
+        # Another node died after 3 tokens; this one resumes and signs for the whole stream.
+        resumed = msgspec.structs.replace(request, resume_token_ids=whole.token_ids[:3])
+        rest = msgspec.msgpack.decode(
+            await signing.call(_call("generate", resumed, stream=False, within=30), ignore),
+            type=GenerateResult,
+        )
+        second = verify_receipt(rest.receipt)
+        assert second.output_sha256 == receipt.output_sha256  # the whole text, resumed part too
+        assert second.request_sha256 == receipt.request_sha256  # the request the client sent
+        assert (second.completion_tokens, second.resumed_tokens) == (8, 3)
+    finally:
+        await signing.close()

@@ -219,7 +219,7 @@ def test_sse_framing_is_exactly_openais(api_mesh: dict[str, HttpNode]) -> None:
         assert event == b"data: " + json.dumps(chunk, separators=(",", ":")).encode()
         keys = ["id", "object", "created", "model", "choices", "usage"]
         final = event is events[-3]
-        assert list(chunk) == ([*keys, "llmnode"] if final else keys)
+        assert list(chunk) == ([*keys, "llmnode", "llmnode_receipt"] if final else keys)
         chunks.append(chunk)
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert all(c["usage"] is None for c in chunks[:-1])
@@ -228,3 +228,4 @@ def test_sse_framing_is_exactly_openais(api_mesh: dict[str, HttpNode]) -> None:
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
     assert chunks[-1]["llmnode"] == {"node": "models"}  # the node that served the stream
+    assert chunks[-1]["llmnode_receipt"]["node_name"] == "models"  # and signed its receipt

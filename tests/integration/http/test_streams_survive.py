@@ -1,17 +1,20 @@
 """Streams through the HTTP face: a client that leaves frees the slot; a serving node killed
-mid-stream is replaced without the client noticing (one id, the same greedy text)."""
+mid-stream is replaced without the client noticing (one id, the same greedy text, and a receipt
+of the node that finished it for the whole text)."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
+import subprocess
 from collections.abc import Iterator
 
 import openai
 import pytest
 
 from tests.integration.http.conftest import CHAT_MODEL, HttpNode, start_http_node
-from tests.support.mesh import LocalMesh, wait_for
+from tests.support.mesh import LocalMesh, llmnode_command, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.models]
 
@@ -89,8 +92,18 @@ def test_killing_the_serving_node_mid_stream_keeps_one_id_and_the_greedy_text(
             assert len(serving) == 1
             killed = serving[0]
             nodes[killed].process.kill()
+        last = chunk
     assert killed
     assert len(ids) == 1
     assert "".join(pieces) == expected
     resumed = nodes["entry"].get("/llmnode/v1/status")["counters"]["requests"]["resumed"]
     assert resumed >= 1
+    receipt = (last.model_extra or {})["llmnode_receipt"]
+    assert receipt["node_name"] == ({"s1", "s2"} - {killed}).pop()
+    assert receipt["resumed_tokens"] >= 5  # signed by the node that finished, for all of it
+    assert receipt["output_sha256"] == hashlib.sha256("".join(pieces).encode()).hexdigest()
+    verified = subprocess.run(
+        llmnode_command("receipt", "verify", "-"),
+        input=json.dumps(receipt), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert verified.returncode == 0 and "resumed from another node" in verified.stdout

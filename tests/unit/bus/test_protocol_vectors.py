@@ -5,6 +5,7 @@ Run as a script to print the vectors as JSON (what the doc's block holds).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -16,10 +17,19 @@ from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.sealing import DATA, HEADER, HELLO, MAGIC, NO_RECIPIENT, Sealer
 from llmnode.nodes.discovery.beacon import decode_beacon, encode_beacon
 from llmnode.nodes.membership.digests import digest
+from llmnode.nodes.mesh.records import sign_by_origin
+from llmnode.nodes.requests.receipts import verify_receipt
 from llmnode.schemas.base import PROTOCOL_VERSION
 from llmnode.schemas.handshake import Hello
 from llmnode.schemas.membership import Gossip, RecordVersion, signed_record_content
 from llmnode.schemas.messages import decode, encode
+from llmnode.schemas.receipts import (
+    RECEIPT_DOMAIN,
+    Receipt,
+    SignedReceipt,
+    receipt_bytes,
+    signed_bytes,
+)
 from llmnode.schemas.requests import Request
 
 DOC = Path(__file__).parents[3] / "docs" / "PROTOCOL.md"
@@ -41,6 +51,16 @@ def frame(
     )  # fmt: skip
     signed = header + NONCE + crypto.encrypt(body, header, NONCE, key)
     return signed + crypto.sign(signed, sender.secret_key)
+
+
+def signed_receipt(a: Identity) -> bytes:
+    empty = hashlib.sha256(b"").hexdigest()
+    receipt = Receipt(
+        node=a.node_id, node_name="a", model="m", method="chat", request_sha256=empty,
+        output_sha256=empty, prompt_tokens=1, completion_tokens=2, issued_at=1.7e9,
+    )  # fmt: skip
+    content = receipt_bytes(receipt)
+    return signed_bytes(SignedReceipt(content, sign_by_origin(a, RECEIPT_DOMAIN, 1, content)))
 
 
 def compute() -> dict[str, Any]:
@@ -79,6 +99,7 @@ def compute() -> dict[str, Any]:
         "record_signature": crypto.sign(record_content, a.secret_key).hex(),
         "announce_body": encode(Gossip(announce=[RecordVersion(a.node_id, 3)])).hex(),
         "digest_a1_alive_v3_b0_suspect_4_buckets": [f"{d:016x}" for d in digest(view, 4)],
+        "receipt_signed": signed_receipt(a).hex(),
     }
 
 
@@ -111,6 +132,8 @@ def test_the_documented_frames_open_with_the_code() -> None:
         bytes.fromhex(vectors["record_signature"]),
         a.node_id,
     )
+    receipt = verify_receipt(bytes.fromhex(vectors["receipt_signed"]))
+    assert (receipt.node, receipt.completion_tokens) == (a.node_id, 2)
 
 
 if __name__ == "__main__":
