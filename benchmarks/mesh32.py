@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,26 @@ async def all_dead(meshes: list[Any], names: set[str]) -> bool:
     return all({row["name"] for row in peers if row["state"] == "dead"} >= names for peers in rows)
 
 
-async def bytes_sent(meshes: list[Any]) -> list[int]:
+async def bus_counts(meshes: list[Any], name: str) -> list[int]:
     statuses = await asyncio.gather(*(mesh.status() for mesh in meshes))
-    return [int(s["counters"]["bus"].get("bytes_sent", 0)) for s in statuses]
+    return [int(s["counters"]["bus"].get(name, 0)) for s in statuses]
+
+
+async def bytes_sent(meshes: list[Any]) -> list[int]:
+    return await bus_counts(meshes, "bytes_sent")
+
+
+def started_after(root: Path, count: int, since: float) -> list[float]:
+    """Seconds from ``since`` (wall clock) to each node's ``node_started`` log line: when its
+    process had imported everything, loaded its keys and bound its sockets."""
+    seconds = []
+    for index in range(count):
+        for line in (root / f"n{index}.log").read_text().splitlines():
+            if '"node_started"' in line:
+                stamp = json.loads(line)["timestamp"].replace("Z", "+00:00")
+                seconds.append(datetime.fromisoformat(stamp).timestamp() - since)
+                break
+    return sorted(seconds)
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
@@ -107,7 +125,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         await seed_mesh.close()
         began = time.monotonic()
         processes += [start(root, i, env, probe, seed) for i in range(1, count)]
-        last_start = time.monotonic()
+        last_start, last_start_wall = time.monotonic(), time.time()
         print(f"started {count} nodes in {last_start - began:.1f} s", flush=True)
         meshes = await open_all(root, count, 120)
         all_up = time.monotonic() - last_start  # every process answers its control socket
@@ -119,6 +137,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 break
             await asyncio.sleep(0.25)
         print(f"full membership {full} s after the last start", flush=True)
+        failed_sends = sum(await bus_counts(meshes, "send_failed"))
+        ready = started_after(root, count, last_start_wall)[1:]  # the seed started long before
+        print(f"node_started {ready[0]:.1f}..{ready[-1]:.1f} s after the last start", flush=True)
         await asyncio.sleep(args.settle)
         before, at = await bytes_sent(meshes), time.monotonic()
         await asyncio.sleep(args.window)
@@ -154,6 +175,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "all_up_s": round(all_up, 2),
         "full_membership_s": None if full is None else round(full, 2),
         "full_after_all_up_s": None if full is None else round(full - all_up, 2),
+        "node_started_s": [round(ready[0], 2), round(ready[len(ready) // 2], 2), round(ready[-1], 2)],
+        "sends_failed_until_full": failed_sends,
         "bytes_per_node_s": round(real, 1),
         "simulated_bytes_per_node_s": round(simulated, 1),
         "real_vs_simulated": round(real / simulated, 3),
