@@ -175,7 +175,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "all_up_s": round(all_up, 2),
         "full_membership_s": None if full is None else round(full, 2),
         "full_after_all_up_s": None if full is None else round(full - all_up, 2),
-        "node_started_s": [round(ready[0], 2), round(ready[len(ready) // 2], 2), round(ready[-1], 2)],
+        "node_started_s": [
+            round(ready[0], 2),
+            round(ready[len(ready) // 2], 2),
+            round(ready[-1], 2),
+        ],
         "sends_failed_until_full": failed_sends,
         "bytes_per_node_s": round(real, 1),
         "simulated_bytes_per_node_s": round(simulated, 1),

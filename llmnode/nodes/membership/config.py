@@ -31,6 +31,9 @@ class MembershipConfig:
     # that joined at the same time (whose Alive gossip this node was not yet known to receive)
     # are learned in seconds instead of at the next periodic push-pull. 0 turns them off.
     join_sync_rounds: int = 3
+    # A member learned this recently is not probed yet: its connection is still being set up
+    # (see probing). 0 probes it at once.
+    new_member_grace: float = 1.0
     tombstone_timeout: float = 300.0  # dead and left members are forgotten after this
     max_gossip_bytes: int = 4096  # piggyback budget of one Ping, Ack or Gossip message
     max_broadcast_queue: int = 4096
@@ -48,6 +51,7 @@ class MembershipConfig:
             gossip_interval=self.gossip_interval / factor,
             gossip_to_the_dead_time=self.gossip_to_the_dead_time / factor,
             push_pull_interval=self.push_pull_interval / factor,
+            new_member_grace=self.new_member_grace / factor,
             tombstone_timeout=self.tombstone_timeout / factor,
         )
 

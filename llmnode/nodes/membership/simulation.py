@@ -96,10 +96,11 @@ def join_storm(
     loss: float = 0.0,
     connect_delay: float = 0.0,
     limit: float = 60.0,
-) -> float | None:
+) -> tuple[float | None, Simulation]:
     """Node 0 starts alone; the other ``members`` − 1 join through it at random times within
     ``spread`` seconds (as 31 processes started at once come up). Seconds from the last join
-    until every node sees all ``members`` alive (None: not within ``limit``)."""
+    until every node sees all ``members`` alive (None: not within ``limit``), and the
+    simulation (its events: suspicions on the way)."""
     simulation = Simulation.create(config, seed=seed, loss=loss, connect_delay=connect_delay)
     simulation.join(0, seeds=[])
     simulation.run_for(2.0)
@@ -112,15 +113,15 @@ def join_storm(
     step = config.gossip_interval / 4
     while simulation.now - last < limit:
         simulation.run_for(step)
-        if simulation.count(lambda machine: machine.alive_count == members) == members and (
-            simulation.count(lambda machine: _all_alive(machine)) == members
-        ):
-            return simulation.now - last
-    return None
+        if simulation.count(lambda machine: _all_alive(machine, members)) == members:
+            return simulation.now - last, simulation
+    return None, simulation
 
 
-def _all_alive(machine: Membership) -> bool:
-    return all(member.state == "alive" for member in machine.members())
+def _all_alive(machine: Membership, members: int) -> bool:
+    return machine.alive_count == members and all(
+        member.state == "alive" for member in machine.members()
+    )
 
 
 @dataclass

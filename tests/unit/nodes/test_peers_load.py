@@ -48,4 +48,6 @@ def test_load_seen_on_replies_is_shown_with_its_age() -> None:
 
 
 def test_this_nodes_own_load_is_live_and_has_no_age_in_the_table() -> None:
-    assert load_text({"queue": 0, "in_flight": 1, "service_ms": 5.0, "age_s": 0.0}) == "q0 f1 ~5.0ms"
+    assert (
+        load_text({"queue": 0, "in_flight": 1, "service_ms": 5.0, "age_s": 0.0}) == "q0 f1 ~5.0ms"
+    )
