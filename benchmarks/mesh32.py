@@ -92,8 +92,16 @@ async def bus_counts(meshes: list[Any], name: str) -> list[int]:
     return [int(s["counters"]["bus"].get(name, 0)) for s in statuses]
 
 
-async def bytes_sent(meshes: list[Any]) -> list[int]:
-    return await bus_counts(meshes, "bytes_sent")
+async def bytes_sent(meshes: list[Any]) -> list[tuple[int, int]]:
+    """Per node: (all bytes the bus sent, of which membership frames)."""
+    statuses = await asyncio.gather(*(mesh.status() for mesh in meshes))
+    return [
+        (
+            int(s["counters"]["bus"].get("bytes_sent", 0)),
+            int(s["counters"].get("gossip_bytes", {}).get("sent", 0)),
+        )
+        for s in statuses
+    ]
 
 
 def started_after(root: Path, count: int, since: float) -> list[float]:
@@ -144,11 +152,15 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         before, at = await bytes_sent(meshes), time.monotonic()
         await asyncio.sleep(args.window)
         after, window = await bytes_sent(meshes), time.monotonic() - at
-        real = sum(b - a for a, b in zip(before, after, strict=True)) / count / window
+        real = sum(b[0] - a[0] for a, b in zip(before, after, strict=True)) / count / window
+        gossip = sum(b[1] - a[1] for a, b in zip(before, after, strict=True)) / count / window
         rss = [rss_mb(p.pid) for p in processes]
         config = MembershipConfig().scaled(1.0 / probe)
         simulated, _ = simulated_bandwidth(config, count, 600.0, 30.0, seed=3)
-        print(f"bytes/node/s real {real:.0f}, simulated {simulated:.0f}", flush=True)
+        print(
+            f"bytes/node/s real {real:.0f} (membership {gossip:.0f}), simulated {simulated:.0f}",
+            flush=True,
+        )
         victims = list(range(count - 3, count))
         for index in victims:
             processes[index].send_signal(signal.SIGKILL)
@@ -184,6 +196,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "bytes_per_node_s": round(real, 1),
         "simulated_bytes_per_node_s": round(simulated, 1),
         "real_vs_simulated": round(real / simulated, 3),
+        "membership_bytes_per_node_s": round(gossip, 1),
+        "membership_vs_simulated": round(gossip / simulated, 3),
         "frame_overhead_bytes_in_simulation": FRAME_OVERHEAD,
         "rss_mb_median": round(sorted(rss)[len(rss) // 2], 1),
         "rss_mb_max": round(max(rss), 1),

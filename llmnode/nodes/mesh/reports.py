@@ -60,6 +60,8 @@ def counters(families: dict[str, dict[tuple[str, ...], float]]) -> dict[str, obj
             "access_denied": served["access_denied"],
         },
         "bus": {key[0]: int(value) for key, value in families["bus_frames"].items()},
+        # Of those, the membership frames (SWIM, gossip, push-pull): what the simulation models.
+        "gossip_bytes": {key[0]: int(value) for key, value in families["gossip_bytes"].items()},
         "members": {key[0]: int(value) for key, value in families["members"].items()},
     }
 
