@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import json
 import os
 import signal
@@ -125,6 +126,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "PYTHONUNBUFFERED": "1",
     }
     count, probe = args.nodes, args.probe_interval
+    # Bytecode for llmnode, as an installed package has (pip compiles on install): otherwise,
+    # where PYTHONDONTWRITEBYTECODE is set, all 32 processes compile it from source at start.
+    compileall.compile_dir(Path(__file__).resolve().parents[1] / "llmnode", quiet=1)
     processes = [start(root, 0, env, probe, "")]
     meshes: list[Any] = []
     try:

@@ -40,7 +40,7 @@ def _to_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=_json_default)
 
 
-def connect_sync(data_dir: Path | None, *, name: str) -> Any:
+def connect_sync(data_dir: Path | None, *, name: str) -> SyncMesh:
     """The client, imported when a command runs (not for every command: ``start`` needs none)."""
     from llmnode.client.sync import connect_sync as connect  # noqa: PLC0415
 
