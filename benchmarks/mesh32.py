@@ -2,14 +2,18 @@
 
 Starts the seed, then the other nodes at once, all joining through the seed over real
 sockets (ZeroMQ, CurveZMQ, sealed frames), and measures:
-- time from the last start until every node sees all of them alive (target: 10 s), and
-  until every process answers on its control socket (Python start-up, on a shared machine);
-- bytes per node per second the bus sends, over a window of steady state, against the full
-  simulation (benchmarks/gossip.py's instrument) at the same N and timings, same run;
+- time from the last start until every node sees all of them alive (target: 10 s), until
+  every process answers on its control socket, and until each logged ``node_started`` (Python
+  start-up, on a shared machine); frames the bus failed to send until then (ZeroMQ drops them
+  while a new peer's connection comes up);
+- bytes per node per second the bus sends (all, and of membership frames), over a window of
+  steady state, against the full simulation (benchmarks/gossip.py's instrument) at the same N
+  and timings, same run;
 - each node's resident memory (VmRSS);
 - after `kill -9` of 3 nodes, the time until every other node holds all 3 dead (not merely
-  suspect), against the
-  detection bound from the configuration.
+  suspect), against the detection bound from the configuration.
+
+llmnode is compiled to bytecode first, as an installed package is.
 
 Nodes are asked through the client SDK (one control connection each, kept open), not the CLI,
 so polling does not start 32 Python processes a round. Prints progress lines, then ONE JSON
@@ -126,9 +130,6 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "PYTHONUNBUFFERED": "1",
     }
     count, probe = args.nodes, args.probe_interval
-    # Bytecode for llmnode, as an installed package has (pip compiles on install): otherwise,
-    # where PYTHONDONTWRITEBYTECODE is set, all 32 processes compile it from source at start.
-    compileall.compile_dir(Path(__file__).resolve().parents[1] / "llmnode", quiet=1)
     processes = [start(root, 0, env, probe, "")]
     meshes: list[Any] = []
     try:
@@ -220,6 +221,9 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=20.0)
     args = parser.parse_args()
     started = time.perf_counter()
+    # Bytecode for llmnode, as an installed package has (pip compiles on install): otherwise,
+    # where PYTHONDONTWRITEBYTECODE is set, all 32 processes compile it from source at start.
+    compileall.compile_dir(Path(__file__).resolve().parents[1] / "llmnode", quiet=1)
     result = asyncio.run(run(args))
     result["wall_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result))
