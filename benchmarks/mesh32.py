@@ -2,14 +2,18 @@
 
 Starts the seed, then the other nodes at once, all joining through the seed over real
 sockets (ZeroMQ, CurveZMQ, sealed frames), and measures:
-- time from the last start until every node sees all of them alive (target: 10 s), and
-  until every process answers on its control socket (Python start-up, on a shared machine);
-- bytes per node per second the bus sends, over a window of steady state, against the full
-  simulation (benchmarks/gossip.py's instrument) at the same N and timings, same run;
+- time from the last start until every node sees all of them alive (target: 10 s), until
+  every process answers on its control socket, and until each logged ``node_started`` (Python
+  start-up, on a shared machine); frames the bus failed to send until then (ZeroMQ drops them
+  while a new peer's connection comes up);
+- bytes per node per second the bus sends (all, and of membership frames), over a window of
+  steady state, against the full simulation (benchmarks/gossip.py's instrument) at the same N
+  and timings, same run;
 - each node's resident memory (VmRSS);
 - after `kill -9` of 3 nodes, the time until every other node holds all 3 dead (not merely
-  suspect), against the
-  detection bound from the configuration.
+  suspect), against the detection bound from the configuration.
+
+llmnode is compiled to bytecode first, as an installed package is.
 
 Nodes are asked through the client SDK (one control connection each, kept open), not the CLI,
 so polling does not start 32 Python processes a round. Prints progress lines, then ONE JSON
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import json
 import os
 import signal
@@ -27,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +92,34 @@ async def all_dead(meshes: list[Any], names: set[str]) -> bool:
     return all({row["name"] for row in peers if row["state"] == "dead"} >= names for peers in rows)
 
 
-async def bytes_sent(meshes: list[Any]) -> list[int]:
+async def bus_counts(meshes: list[Any], name: str) -> list[int]:
     statuses = await asyncio.gather(*(mesh.status() for mesh in meshes))
-    return [int(s["counters"]["bus"].get("bytes_sent", 0)) for s in statuses]
+    return [int(s["counters"]["bus"].get(name, 0)) for s in statuses]
+
+
+async def bytes_sent(meshes: list[Any]) -> list[tuple[int, int]]:
+    """Per node: (all bytes the bus sent, of which membership frames)."""
+    statuses = await asyncio.gather(*(mesh.status() for mesh in meshes))
+    return [
+        (
+            int(s["counters"]["bus"].get("bytes_sent", 0)),
+            int(s["counters"].get("gossip_bytes", {}).get("sent", 0)),
+        )
+        for s in statuses
+    ]
+
+
+def started_after(root: Path, count: int, since: float) -> list[float]:
+    """Seconds from ``since`` (wall clock) to each node's ``node_started`` log line: when its
+    process had imported everything, loaded its keys and bound its sockets."""
+    seconds = []
+    for index in range(count):
+        for line in (root / f"n{index}.log").read_text().splitlines():
+            if '"node_started"' in line:
+                stamp = json.loads(line)["timestamp"].replace("Z", "+00:00")
+                seconds.append(datetime.fromisoformat(stamp).timestamp() - since)
+                break
+    return sorted(seconds)
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
@@ -107,7 +138,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         await seed_mesh.close()
         began = time.monotonic()
         processes += [start(root, i, env, probe, seed) for i in range(1, count)]
-        last_start = time.monotonic()
+        last_start, last_start_wall = time.monotonic(), time.time()
         print(f"started {count} nodes in {last_start - began:.1f} s", flush=True)
         meshes = await open_all(root, count, 120)
         all_up = time.monotonic() - last_start  # every process answers its control socket
@@ -119,15 +150,22 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 break
             await asyncio.sleep(0.25)
         print(f"full membership {full} s after the last start", flush=True)
+        failed_sends = sum(await bus_counts(meshes, "send_failed"))
+        ready = started_after(root, count, last_start_wall)[1:]  # the seed started long before
+        print(f"node_started {ready[0]:.1f}..{ready[-1]:.1f} s after the last start", flush=True)
         await asyncio.sleep(args.settle)
         before, at = await bytes_sent(meshes), time.monotonic()
         await asyncio.sleep(args.window)
         after, window = await bytes_sent(meshes), time.monotonic() - at
-        real = sum(b - a for a, b in zip(before, after, strict=True)) / count / window
+        real = sum(b[0] - a[0] for a, b in zip(before, after, strict=True)) / count / window
+        gossip = sum(b[1] - a[1] for a, b in zip(before, after, strict=True)) / count / window
         rss = [rss_mb(p.pid) for p in processes]
         config = MembershipConfig().scaled(1.0 / probe)
         simulated, _ = simulated_bandwidth(config, count, 600.0, 30.0, seed=3)
-        print(f"bytes/node/s real {real:.0f}, simulated {simulated:.0f}", flush=True)
+        print(
+            f"bytes/node/s real {real:.0f} (membership {gossip:.0f}), simulated {simulated:.0f}",
+            flush=True,
+        )
         victims = list(range(count - 3, count))
         for index in victims:
             processes[index].send_signal(signal.SIGKILL)
@@ -154,9 +192,17 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "all_up_s": round(all_up, 2),
         "full_membership_s": None if full is None else round(full, 2),
         "full_after_all_up_s": None if full is None else round(full - all_up, 2),
+        "node_started_s": [
+            round(ready[0], 2),
+            round(ready[len(ready) // 2], 2),
+            round(ready[-1], 2),
+        ],
+        "sends_failed_until_full": failed_sends,
         "bytes_per_node_s": round(real, 1),
         "simulated_bytes_per_node_s": round(simulated, 1),
         "real_vs_simulated": round(real / simulated, 3),
+        "membership_bytes_per_node_s": round(gossip, 1),
+        "membership_vs_simulated": round(gossip / simulated, 3),
         "frame_overhead_bytes_in_simulation": FRAME_OVERHEAD,
         "rss_mb_median": round(sorted(rss)[len(rss) // 2], 1),
         "rss_mb_max": round(max(rss), 1),
@@ -175,6 +221,9 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=20.0)
     args = parser.parse_args()
     started = time.perf_counter()
+    # Bytecode for llmnode, as an installed package has (pip compiles on install): otherwise,
+    # where PYTHONDONTWRITEBYTECODE is set, all 32 processes compile it from source at start.
+    compileall.compile_dir(Path(__file__).resolve().parents[1] / "llmnode", quiet=1)
     result = asyncio.run(run(args))
     result["wall_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result))

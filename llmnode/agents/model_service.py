@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from llmnode.agents.models.results import collect_result
 from llmnode.agents.models.store import ModelStore
@@ -253,6 +252,8 @@ class ModelService:
         output = await self.runtime.embed(texts)
         if isinstance(output, EmbedResult):
             return output
+        import numpy as np  # noqa: PLC0415 (only where a model is served: not at start-up)
+
         matrix = np.ascontiguousarray(output, dtype="<f4")
         if matrix.ndim != 2 or matrix.shape[0] != len(texts):
             raise ModelError(f"model {self.name!r} returned embeddings of shape {matrix.shape}")

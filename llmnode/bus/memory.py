@@ -1,7 +1,9 @@
 """An in-process network with fault injection, and the memory transport (no real I/O).
 
 :class:`MemoryNetwork` moves payloads between string addresses with injectable loss, delay,
-duplication, partitions and per-address slow-downs. It is generic over the payload: bytes for
+duplication, partitions, per-address slow-downs and connection set-up (frames to a destination
+a source has only just started sending to are dropped, as a ZeroMQ DEALER with IMMEDIATE drops
+them until its connection is up). It is generic over the payload: bytes for
 the bus (through :class:`MemoryTransport`, which satisfies
 :class:`llmnode.bus.transport.Transport`), message objects for the fast membership simulation.
 
@@ -39,9 +41,14 @@ class MemoryNetwork(Generic[T]):
         loss: float = 0.0,
         delay: tuple[float, float] = (0.0, 0.0),
         duplicate: float = 0.0,
+        connect_delay: float = 0.0,
         realtime: bool = False,
     ) -> None:
         self.rng = random.Random(seed)
+        #: Seconds after a source's first frame to a destination during which its frames to
+        #: that destination are dropped (counted as "connecting"); 0: connected at once.
+        self.connect_delay = connect_delay
+        self._first_sent: dict[tuple[str, str], float] = {}
         self.loss = loss
         self.delay = delay
         self.duplicate = duplicate
@@ -73,6 +80,16 @@ class MemoryNetwork(Generic[T]):
         else:
             self._slow[address] = extra_delay
 
+    def connect(self, source: str, destination: str, *, established: bool = False) -> None:
+        """``source`` starts connecting to ``destination`` now (as the bus's ``add_peer`` opens
+        a DEALER early), or has a connection already (``established``: a finished handshake).
+        Only matters with :attr:`connect_delay`; a first send connects too."""
+        if self.connect_delay:
+            at = -float("inf") if established else self.now
+            first = self._first_sent.setdefault((source, destination), at)
+            if established and first > at:
+                self._first_sent[source, destination] = at
+
     def _partitioned(self, source: str, destination: str) -> bool:
         for side_a, side_b in self._partitions:
             if (source in side_a and destination in side_b) or (
@@ -86,6 +103,11 @@ class MemoryNetwork(Generic[T]):
         if self._partitions and self._partitioned(source, destination):
             self.dropped["partition"] += 1
             return []
+        if self.connect_delay:
+            first = self._first_sent.setdefault((source, destination), self.now)
+            if self.now < first + self.connect_delay:
+                self.dropped["connecting"] += 1
+                return []
         copies = 2 if self.duplicate and self.rng.random() < self.duplicate else 1
         delays: list[float] = []
         low, high = self.delay

@@ -11,14 +11,16 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TextIO, TypeVar
 
 import typer
 
 from llmnode.cli.common import DataDir, guard
-from llmnode.client.sync import SyncMesh, connect_sync
 from llmnode.errors import ConfigError
 from llmnode.schemas.inference import ChatMessage
+
+if TYPE_CHECKING:
+    from llmnode.client.sync import SyncMesh
 
 T = TypeVar("T")
 
@@ -36,6 +38,13 @@ def parse_message(text: str) -> dict[str, Any]:
 
 def _to_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=_json_default)
+
+
+def connect_sync(data_dir: Path | None, *, name: str) -> SyncMesh:
+    """The client, imported when a command runs (not for every command: ``start`` needs none)."""
+    from llmnode.client.sync import connect_sync as connect  # noqa: PLC0415
+
+    return connect(data_dir, name=name)
 
 
 def _json_default(value: Any) -> Any:

@@ -235,7 +235,7 @@ def peers_table(rows: list[dict[str, Any]]) -> Any:
         table.add_column(column, overflow="fold", no_wrap=short, min_width=4 if short else None)
     for row in rows:
         load = "\n".join(
-            f"{name}: q{v['queue']} f{v['in_flight']} {v['service_ms']}ms"
+            f"{name}: {load_text(v)}"
             for name, v in row.get("load", {}).items()
             if name != "subscriptions"
         )
@@ -256,6 +256,18 @@ def peers_table(rows: list[dict[str, Any]]) -> Any:
             heard,
         )
     return table
+
+
+def load_text(load: dict[str, Any]) -> str:
+    """One service's load in the ``peers`` table: queue, in flight and how old that is, or
+    "load not known" (load is not gossiped: a node knows a peer's only from replies and load
+    reports); then the gossiped service time."""
+    age = load.get("age_s")
+    if age is None:
+        live = "load not known"
+    else:
+        live = f"q{load['queue']} f{load['in_flight']}" + (f" {age:g}s ago" if age else "")
+    return f"{live} ~{load['service_ms']}ms"
 
 
 def register(app: typer.Typer) -> None:

@@ -13,7 +13,6 @@ from typing import Annotated
 import typer
 
 from llmnode.errors import MeshError
-from llmnode.http import api_keys
 
 api_keys_app = typer.Typer(
     no_args_is_help=True, help="HTTP API keys, valid on every node of the mesh."
@@ -42,6 +41,8 @@ def _fail(error: MeshError) -> typer.Exit:
 @api_keys_app.command("create")
 def create(name: str, data_dir: DataDir = None) -> None:
     """Create a key and print it (once: only its hash is kept)."""
+    from llmnode.http import api_keys  # noqa: PLC0415 (aiohttp: not for every command)
+
     try:
         key = api_keys.create(_data_dir(data_dir), name)
     except MeshError as error:
@@ -55,6 +56,8 @@ def list_keys(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")] = False,
 ) -> None:
     """The keys created on this node (names and hash prefixes, never the keys)."""
+    from llmnode.http import api_keys  # noqa: PLC0415 (aiohttp: not for every command)
+
     try:
         keys = api_keys.load(_data_dir(data_dir))
     except MeshError as error:
@@ -71,6 +74,8 @@ def list_keys(
 @api_keys_app.command("revoke")
 def revoke(name: str, data_dir: DataDir = None) -> None:
     """Revoke a key: every node refuses it within seconds."""
+    from llmnode.http import api_keys  # noqa: PLC0415 (aiohttp: not for every command)
+
     try:
         api_keys.revoke(_data_dir(data_dir), name)
     except MeshError as error:

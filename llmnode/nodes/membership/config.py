@@ -27,6 +27,13 @@ class MembershipConfig:
     gossip_nodes: int = 3
     gossip_to_the_dead_time: float = 30.0
     push_pull_interval: float = 30.0
+    # Push-pulls with a random member after a join, 1, 2 and 4 probe intervals apart: members
+    # that joined at the same time (whose Alive gossip this node was not yet known to receive)
+    # are learned in seconds instead of at the next periodic push-pull. 0 turns them off.
+    join_sync_rounds: int = 3
+    # A member learned this recently is not probed yet: its connection is still being set up
+    # (see probing). 0 probes it at once.
+    new_member_grace: float = 1.0
     tombstone_timeout: float = 300.0  # dead and left members are forgotten after this
     max_gossip_bytes: int = 4096  # piggyback budget of one Ping, Ack or Gossip message
     max_broadcast_queue: int = 4096
@@ -44,8 +51,14 @@ class MembershipConfig:
             gossip_interval=self.gossip_interval / factor,
             gossip_to_the_dead_time=self.gossip_to_the_dead_time / factor,
             push_pull_interval=self.push_pull_interval / factor,
+            new_member_grace=self.new_member_grace / factor,
             tombstone_timeout=self.tombstone_timeout / factor,
         )
+
+
+def join_sync_delay(probe_interval: float, round_index: int) -> float:
+    """Seconds from a join (``round_index`` 0) or the previous sync round to the next one."""
+    return probe_interval * (1 << round_index)
 
 
 def retransmit_limit(multiplier: int, members: int) -> int:

@@ -25,10 +25,11 @@ the public face.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from llmnode.errors import ProtocolError
-from llmnode.nodes.membership.config import push_pull_scale
+from llmnode.nodes.membership.config import join_sync_delay, push_pull_scale
 from llmnode.nodes.membership.members import LIVE_STATES, Member, MemberEvent, Outbound
 from llmnode.nodes.membership.probing import FailureDetection
 from llmnode.schemas.membership import (
@@ -92,7 +93,9 @@ class Membership(FailureDetection):
         """When :meth:`tick` should run next (0.0 before the first join, receive or tick)."""
         if not self._started:
             return 0.0
-        deadline = min(self._next_probe, self._next_gossip, self._next_push_pull)
+        deadline = min(
+            self._next_probe, self._next_gossip, self._next_push_pull, self._next_join_sync
+        )
         probe = self._probe
         if probe is not None:
             deadline = min(deadline, probe.deadline)
@@ -109,10 +112,14 @@ class Membership(FailureDetection):
     # ---- inputs ----------------------------------------------------------------------------
 
     def join(self, seeds: Iterable[tuple[bytes, str]], now: float) -> list[Outbound]:
-        """Push-pull our state to every seed; their replies fill in the mesh."""
+        """Push-pull our state to every seed; their replies fill in the mesh. Then
+        ``join_sync_rounds`` push-pulls with random members, soon after (see the config)."""
         self._start(now)
         self._seeds = [(node, address) for node, address in seeds if node != self.self_id]
         self._broadcasts.enqueue(self.self_id, self._own_alive())
+        if self.config.join_sync_rounds > 0:
+            self._join_syncs_done = 0
+            self._next_join_sync = now + join_sync_delay(self.config.probe_interval, 0)
         return self._join_seeds()
 
     def leave(self, now: float) -> list[Outbound]:
@@ -191,6 +198,14 @@ class Membership(FailureDetection):
         if now >= self._next_push_pull:
             interval = push_pull_scale(self.config.push_pull_interval, self._live)
             self._next_push_pull = _advance(self._next_push_pull, interval, now)
+            self._push_pull_round(out)
+        if now >= self._next_join_sync:
+            self._join_syncs_done += 1
+            if self._join_syncs_done >= self.config.join_sync_rounds:
+                self._next_join_sync = math.inf
+            else:
+                delay = join_sync_delay(self.config.probe_interval, self._join_syncs_done)
+                self._next_join_sync = now + delay
             self._push_pull_round(out)
         self._reap(now)
         return out

@@ -51,7 +51,15 @@ class MemberEvent:
 class KnownNode:
     """One known member, mutable: what :class:`Member` snapshots."""
 
-    __slots__ = ("address", "incarnation", "last_heard", "node", "state", "state_changed")
+    __slots__ = (
+        "address",
+        "incarnation",
+        "last_heard",
+        "learned_at",
+        "node",
+        "state",
+        "state_changed",
+    )
 
     def __init__(self, node: bytes, address: str, incarnation: int, now: float) -> None:
         self.node = node
@@ -60,3 +68,4 @@ class KnownNode:
         self.incarnation = incarnation
         self.last_heard = now
         self.state_changed = now
+        self.learned_at = now  # when this node first heard of it (see new_member_grace)

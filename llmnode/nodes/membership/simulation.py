@@ -87,6 +87,43 @@ def dissemination_rounds(
     )
 
 
+def join_storm(
+    config: MembershipConfig,
+    members: int,
+    seed: int,
+    *,
+    spread: float = 1.5,
+    loss: float = 0.0,
+    connect_delay: float = 0.0,
+    limit: float = 60.0,
+) -> tuple[float | None, Simulation]:
+    """Node 0 starts alone; the other ``members`` − 1 join through it at random times within
+    ``spread`` seconds (as 31 processes started at once come up). Seconds from the last join
+    until every node sees all ``members`` alive (None: not within ``limit``), and the
+    simulation (its events: suspicions on the way)."""
+    simulation = Simulation.create(config, seed=seed, loss=loss, connect_delay=connect_delay)
+    simulation.join(0, seeds=[])
+    simulation.run_for(2.0)
+    rng = random.Random(seed)
+    start = simulation.now
+    for index, at in enumerate(sorted(rng.uniform(0, spread) for _ in range(members - 1)), 1):
+        simulation.run_until(start + at)
+        simulation.join(index, seeds=[0])
+    last = simulation.now
+    step = config.gossip_interval / 4
+    while simulation.now - last < limit:
+        simulation.run_for(step)
+        if simulation.count(lambda machine: _all_alive(machine, members)) == members:
+            return simulation.now - last, simulation
+    return None, simulation
+
+
+def _all_alive(machine: Membership, members: int) -> bool:
+    return machine.alive_count == members and all(
+        member.state == "alive" for member in machine.members()
+    )
+
+
 @dataclass
 class ObservedEvent:
     at: float
@@ -124,11 +161,12 @@ class Simulation:
         loss: float = 0.0,
         delay: tuple[float, float] = (0.0005, 0.002),
         duplicate: float = 0.0,
+        connect_delay: float = 0.0,
         codec: bool = False,
         verify_record: Callable[[SignedRecord], bool] = accept_any_record,
     ) -> Simulation:
         network: MemoryNetwork[Payload] = MemoryNetwork(
-            seed=seed, loss=loss, delay=delay, duplicate=duplicate
+            seed=seed, loss=loss, delay=delay, duplicate=duplicate, connect_delay=connect_delay
         )
         return cls(
             config=config,
@@ -186,6 +224,9 @@ class Simulation:
         """Start node ``index`` (fresh, or restarted after a crash) and join through ``seeds``."""
         machine = self.add_node(index, incarnation)
         seed_list = [(node_id(seed), node_address(seed)) for seed in seeds]
+        for _, address in seed_list:  # the shell joins after a handshake: both ways are up
+            self.network.connect(machine.address, address, established=True)
+            self.network.connect(address, machine.address, established=True)
         self._send(machine, machine.join(seed_list, self.now))
         self._after(machine)
         return machine
@@ -277,6 +318,10 @@ class Simulation:
 
     def _after(self, machine: Membership) -> None:
         events = machine.drain_events()
+        if self.network.connect_delay:  # the shell opens a connection to each member it learns
+            for event in events:
+                if event.kind == "joined":
+                    self.network.connect(machine.address, event.address)
         if events and self.record_events:
             now = self.network.now
             self.events.extend(ObservedEvent(now, machine.self_id, event) for event in events)

@@ -9,6 +9,7 @@ broadcast queue, the local health score and the timers. Failure detection
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -83,6 +84,8 @@ class MembershipState:
         self._next_probe = 0.0
         self._next_gossip = 0.0
         self._next_push_pull = 0.0
+        self._next_join_sync = math.inf  # the next push-pull of a join's sync rounds
+        self._join_syncs_done = 0
         self.own_record_floor = 0  # highest version of our own record seen from others
         self._wanted: dict[bytes, tuple[int, float]] = {}  # origin -> (version, pulled at)
         self._digests = DigestCache()

@@ -125,4 +125,20 @@ def needs_signing(
     last, signed_at = published
     if last is None or time.time() - signed_at >= refresh_s:
         return True
-    return capability_key(state) != capability_key(last)
+    if capability_key(state) == capability_key(last):
+        return False
+    # Free RAM wobbling across a band's edge is not news: the memory for models counts as
+    # changed only once it is a band's width (a tenth) away from the value last signed. (32
+    # nodes on one busy machine re-signed together up to 7 times a minute: 3x the bytes.)
+    others = msgspec.structs.replace(state, model_memory_mb=last.model_memory_mb)
+    return capability_key(others) != capability_key(last) or memory_moved(
+        last.model_memory_mb, state.model_memory_mb
+    )
+
+
+def memory_moved(signed_mb: int, now_mb: int) -> bool:
+    """Whether the memory for models moved a band's width (×1.1) from ``signed_mb``."""
+    low, high = sorted((signed_mb, now_mb))
+    if low <= 0:
+        return high > 0
+    return high >= MEMORY_STEP * low

@@ -12,7 +12,9 @@ from llmnode._version import __version__
 from llmnode.bus.identity import node_id_to_text
 
 if TYPE_CHECKING:
+    from llmnode.nodes.mesh.view import MeshView
     from llmnode.nodes.node import Node
+    from llmnode.schemas.state import NodeState
 
 
 def status_report(node: Node) -> dict[str, object]:
@@ -67,13 +69,15 @@ def counters(families: dict[str, dict[tuple[str, ...], float]]) -> dict[str, obj
             "access_denied": served["access_denied"],
         },
         "bus": {key[0]: int(value) for key, value in families["bus_frames"].items()},
+        # Of those, the membership frames (SWIM, gossip, push-pull): what the simulation models.
+        "gossip_bytes": {key[0]: int(value) for key, value in families["gossip_bytes"].items()},
         "members": {key[0]: int(value) for key, value in families["members"].items()},
     }
 
 
 def peers_report(node: Node) -> list[dict[str, object]]:
-    """What `llmnode peers` shows: one row per member, liveness from membership and everything
-    else from its state record. Reading it changes nothing."""
+    """What `llmnode peers` shows: one row per member, liveness from membership, load as in
+    :func:`peer_load`, everything else from its state record. Reading it changes nothing."""
     now = time.time()
     members = node.membership.members() if node.membership is not None else []
     rows: list[dict[str, object]] = []
@@ -96,14 +100,7 @@ def peers_report(node: Node) -> list[dict[str, object]]:
                 else (record.resources.ram_free_mb if record else 0),
                 "cpu_cores": record.resources.cpu_cores if record else 0,
                 "services": record.services if record else [],
-                "load": {
-                    info.name: {
-                        "queue": info.load.queue_depth,
-                        "in_flight": info.load.in_flight,
-                        "service_ms": round(info.load.ewma_service_ms, 1),
-                    }
-                    for info in (record.services if record else [])
-                },
+                "load": _own_load(node) if own else peer_load(node.view, member.node, record, now),
                 "models_stored": record.models_stored if record else [],
                 "model_memory_mb": record.model_memory_mb if record else 0,
                 "last_heard_s": 0.0
@@ -113,4 +110,37 @@ def peers_report(node: Node) -> list[dict[str, object]]:
                 else None,
             }
         )
+    return rows
+
+
+def _own_load(node: Node) -> dict[str, dict[str, object]]:
+    """This node's services' load now."""
+    return {
+        info.name: {
+            "queue": info.load.queue_depth,
+            "in_flight": info.load.in_flight,
+            "service_ms": round(info.load.ewma_service_ms, 1),
+            "age_s": 0.0,
+        }
+        for info in node.services_info()
+    }
+
+
+def peer_load(
+    view: MeshView, peer: bytes, record: NodeState | None, now: float
+) -> dict[str, dict[str, object]]:
+    """A peer's load per service, as fresh as this node knows it. Load is not gossiped (the
+    record's queue and in-flight counts are those of when it was signed, possibly long ago):
+    it comes from the replies of requests sent there and from load reports, with its age.
+    Never heard: queue, in-flight and age are None (not known). The service time is the
+    record's, gossiped by band (about right, not live)."""
+    rows: dict[str, dict[str, object]] = {}
+    for info in record.services if record else []:
+        seen = view.fresh_load.get((peer, info.name))
+        rows[info.name] = {
+            "queue": None if seen is None else seen[0],
+            "in_flight": None if seen is None else seen[1],
+            "service_ms": round(info.load.ewma_service_ms, 1),
+            "age_s": None if seen is None else round(max(0.0, now - seen[2]), 1),
+        }
     return rows

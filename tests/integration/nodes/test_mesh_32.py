@@ -30,9 +30,11 @@ def test_thirty_two_nodes_converge_detect_three_kills_and_send_what_the_simulati
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(json.dumps(result))  # the figures, for -s
     assert result["full_membership_s"] is not None, "never did all 32 see all 32 alive"
-    # Issue 18 asks for 10 s after the last start; a shared 2-core machine spends longer than
-    # that starting 31 Python processes, so the figure is reported and only bounded here.
+    # Issue 18 asks for 10 s after the last start (a timed target: benchmarks/mesh32.py reports
+    # it; 8.5 s on the shared 2-core machine, most of it 31 Python processes starting). Here
+    # only a loose bound: a join storm must not wait for the periodic push-pull again.
     assert result["full_after_all_up_s"] <= 60
     assert result["detection_s"] is not None
     assert result["detection_s"] <= result["detection_bound_s"]

@@ -66,6 +66,23 @@ def test_partition_drops_both_directions_until_healed() -> None:
     assert [payload for _, _, payload in collect(network, 2.0)] == ["4"]
 
 
+def test_frames_to_a_new_destination_are_dropped_until_its_connection_is_up() -> None:
+    network: MemoryNetwork[str] = MemoryNetwork(seed=6, connect_delay=0.3)
+    network.connect("a", "c")  # learned c at 0.0: its connection starts now
+    network.connect("a", "d", established=True)  # a finished handshake
+    network.send("a", "b", "first")  # the first send starts b's connection
+    network.send("a", "c", "early")
+    network.send("a", "d", "handshaken")
+    network.send("b", "a", "other way")  # each direction connects on its own
+    assert [p for _, _, p in collect(network, 0.29)] == ["handshaken"]
+    network.send("a", "b", "still connecting")
+    collect(network, 0.3)
+    network.send("a", "b", "up")
+    network.send("a", "c", "up too")
+    assert [p for _, _, p in collect(network, 1.0)] == ["up", "up too"]
+    assert network.dropped["connecting"] == 4
+
+
 def test_slow_address_delays_what_it_sends_and_receives() -> None:
     network: MemoryNetwork[str] = MemoryNetwork(seed=5, delay=(0.01, 0.01))
     network.slow("s", lambda rng: 1.0)

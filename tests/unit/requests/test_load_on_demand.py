@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from pathlib import Path
 
 import msgspec
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmnode.nodes.mesh.records import capability_key, memory_class
+from llmnode.nodes.mesh.records import capability_key, memory_class, needs_signing
 from llmnode.nodes.requests.loads import stale_sample
 from llmnode.nodes.requests.scheduler import Candidate
 from llmnode.schemas.state import GpuInfo, NodeState, Resources, ServiceInfo, ServiceLoad
@@ -151,3 +152,18 @@ async def test_a_stale_candidate_is_asked_for_its_load_and_serving_does_not_resi
         assert caller.view.record_version(server.node_id) == version
         assert server.server.counters["served"] == 21
         assert caller.router.loads.sent <= 3  # fresh from replies between calls: not asked
+
+
+@settings(max_examples=200, deadline=None)
+@given(memory=st.integers(100, 10**6), wobble=st.floats(-0.045, 0.045))
+def test_memory_wobbling_across_a_band_edge_is_not_signed_again(memory: int, wobble: float) -> None:
+    """Free RAM on a busy machine wobbles by a few percent: crossing a band's edge back and
+    forth signs nothing; a move of a band's width (a tenth) from what was signed does."""
+    signed = msgspec.structs.replace(state([], 1, 1, 0), model_memory_mb=memory)
+    published = (signed, time.time())
+    wobbled = msgspec.structs.replace(signed, model_memory_mb=int(memory * (1 + wobble)))
+    assert not needs_signing(wobbled, published, 600.0)
+    moved = msgspec.structs.replace(signed, model_memory_mb=int(memory * 1.1) + 1)
+    assert needs_signing(moved, published, 600.0)
+    other = msgspec.structs.replace(wobbled, services=[ServiceInfo(name="m", kind="model")])
+    assert needs_signing(other, published, 600.0)  # anything else changed: signed, as before
