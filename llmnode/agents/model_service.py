@@ -226,6 +226,8 @@ class ModelService:
     def _sign_embedding(
         self, signer: ReceiptSigner, request: EmbedRequest, result: EmbedResult, clock: _Stopwatch
     ) -> EmbedResult:
+        import numpy as np  # noqa: PLC0415 (only where a model is served: not at start-up)
+
         data = result.data or np.asarray(result.vectors, dtype="<f4").tobytes()
         elapsed = clock.ms(time.monotonic())
         receipt = signer.sign(
