@@ -41,6 +41,7 @@ from llmnode.nodes.control.wire import FrameReader, frame, parse_address
 from llmnode.schemas.base import WireMessage
 from llmnode.schemas.control import (
     CtlCancel,
+    CtlChatTools,
     CtlChunk,
     CtlDelivery,
     CtlError,
@@ -306,8 +307,9 @@ class ControlClient:
             )
         raise ProtocolError(f"unexpected {type(answer).__name__} answering {message_id}")
 
-    def stream(self, request: CtlRequest) -> ControlStream:
-        """Chunks of a ``stream=True`` request; the final data is in ``.result`` afterwards."""
+    def stream(self, request: CtlRequest | CtlChatTools) -> ControlStream:
+        """Chunks of a ``stream=True`` request (or the steps of a chat with tools); the final
+        data is in ``.result`` afterwards."""
         return ControlStream(self, request)
 
     async def open_subscription(self, topic: str) -> tuple[int, asyncio.Queue[CtlDelivery]]:

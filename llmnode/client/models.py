@@ -4,7 +4,7 @@ and embed (I/O: the local node's control socket).
 ``response_type=T`` (a msgspec Struct, or any type msgspec gives a JSON Schema) makes the answer
 decode under T's schema and come back as a validated T. ``regex=``, ``grammar=`` (Lark) and
 ``json_schema=`` constrain the text the same way. ``tools=[...]`` lets the model call agents of
-the mesh (:mod:`llmnode.client.agent_tools`).
+the mesh: the node runs that loop (:mod:`llmnode.client.agent_tools`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from llmnode.client.inputs import (
     model_service,
 )
 from llmnode.client.structured import constraint_options, read_typed, type_constraint
-from llmnode.schemas.control import CtlRequest
+from llmnode.schemas.control import CtlChatTools, CtlRequest
 from llmnode.schemas.inference import (
     ChatMessage,
     EmbedRequest,
@@ -31,9 +31,10 @@ from llmnode.schemas.inference import (
     GenerateResult,
     TokenChunk,
 )
+from llmnode.schemas.tool_loop import Answered, ToolRounds, ToolStep
 
 if TYPE_CHECKING:
-    from llmnode.client.agent_tools import AgentTool, ToolStep
+    from llmnode.client.agent_tools import AgentTool
 
 T = TypeVar("T")
 
@@ -41,6 +42,7 @@ _ENCODER = msgspec.msgpack.Encoder()
 _TOKEN_CHUNK = msgspec.msgpack.Decoder(TokenChunk)
 _GENERATE_RESULT = msgspec.msgpack.Decoder(GenerateResult)
 _EMBED_RESULT = msgspec.msgpack.Decoder(EmbedResult)
+_TOOL_STEP = msgspec.msgpack.Decoder(ToolStep)
 DEFAULT_TIMEOUT = 30.0
 GENERATE_TIMEOUT = 120.0
 
@@ -257,8 +259,6 @@ class ModelCalls:
         self, model: str, turns: list[ChatMessage], tools: Sequence[str | AgentTool],
         response_type: Any, timeout: float, caller: str | None, options: dict[str, Any],
     ) -> Any:  # fmt: skip
-        from llmnode.client.agent_tools import Answered  # noqa: PLC0415 - no import cycle
-
         answer: Any = None
         async for step in self.chat_steps(
             model, turns, tools=tools, response_type=response_type, timeout=timeout,
@@ -285,19 +285,34 @@ class ModelCalls:
     ) -> AsyncIterator[ToolStep]:
         """Each step of a chat in which the model may call agents of the mesh as tools:
         ``ToolCalled``, ``ToolReplied`` (the agent's real reply, fed back to the model), and
-        last ``Answered``. At most ``max_rounds`` model turns; the last may not call."""
-        from llmnode.client.agent_tools import ToolLoop  # noqa: PLC0415 - no import cycle
+        last ``Answered``. At most ``max_rounds`` model turns; the last may not call. The local
+        node runs the loop (one control request; its model turns and agent calls go through
+        its scheduler, ``timeout`` bounding each); closing the iterator cancels it there."""
+        from llmnode.client.agent_tools import (  # noqa: PLC0415 - no import cycle
+            agent_tools,
+            answer_schema,
+            typed_answer,
+        )
 
-        async def complete(turns: list[ChatMessage], options: dict[str, Any]) -> GenerateResult:
-            return await self._result(model, "chat", {"messages": turns}, timeout, caller, options)
-
-        async def ask(agent: str, message: Any) -> Any:
-            return await self.request(agent, message, timeout=timeout, caller=caller)
-
-        loop = ToolLoop(complete, ask, tools, tool_choice, max_rounds)
-        turns = chat_messages(messages, system)
-        async for step in loop.run(turns, response_type, constraint_options(options)):
-            yield step
+        options = dict(constraint_options(options))
+        options.pop("constraint", None)  # each turn's grammar is the loop's
+        request = CtlChatTools(
+            id=self.client.next_id(),
+            model=model_service(model),
+            messages=chat_messages(messages, system),
+            tools=agent_tools(tools),
+            tool_choice=tool_choice,
+            max_rounds=max_rounds,
+            answer_schema=answer_schema(response_type),
+            options=generate_request(options),
+            timeout=timeout,
+            caller=self._caller(caller),
+        )
+        ToolRounds(request.tools, tool_choice, max_rounds)  # a bad set of tools fails here
+        async with self.client.stream(request) as stream:
+            async for data in stream:
+                step: ToolStep = decode_answer(_TOOL_STEP, data, "tool chat step")
+                yield typed_answer(step, response_type) if isinstance(step, Answered) else step
 
     # ---- embeddings --------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from llmnode.errors import DeadlineExceeded, MeshError, ProtocolError, error_from_code
 from llmnode.schemas.base import WireMessage
-from llmnode.schemas.control import CtlCancel, CtlChunk, CtlError, CtlOk, CtlRequest
+from llmnode.schemas.control import CtlCancel, CtlChatTools, CtlChunk, CtlError, CtlOk, CtlRequest
 
 if TYPE_CHECKING:
     from llmnode.client.connection import ControlClient
@@ -19,13 +19,14 @@ REQUEST_GRACE = 5.0  # extra wait beyond a request's own timeout before giving u
 
 
 class ControlStream:
-    """The chunks of one streamed request, as an async iterator of ``bytes``.
+    """The chunks of one streamed request (or the steps of a chat with tools the node runs),
+    as an async iterator of ``bytes``.
 
     After the iterator is exhausted, :attr:`result` holds the final data (the ``CtlOk``).
     Closing it early (``aclose()``, leaving ``async with``) cancels the request on the node.
     """
 
-    def __init__(self, client: ControlClient, request: CtlRequest) -> None:
+    def __init__(self, client: ControlClient, request: CtlRequest | CtlChatTools) -> None:
         self._client = client
         self._request = request
         self._queue: asyncio.Queue[WireMessage] = asyncio.Queue()
@@ -67,8 +68,7 @@ class ControlStream:
             except TimeoutError:
                 await self.aclose()
                 raise DeadlineExceeded(
-                    f"no answer to {self._request.service}.{self._request.method} "
-                    f"within {self._request.timeout:g} s"
+                    f"no answer to {self._what()} within {self._request.timeout:g} s"
                 ) from None
             if isinstance(message, CtlChunk):
                 if message.seq < self._next_seq:
@@ -88,6 +88,12 @@ class ControlStream:
                     reason=message.reason,
                 )
             raise ProtocolError(f"unexpected {type(message).__name__} on a request stream")
+
+    def _what(self) -> str:
+        request = self._request
+        if isinstance(request, CtlChatTools):
+            return f"the chat with tools of {request.model}"
+        return f"{request.service}.{request.method}"
 
     async def aclose(self) -> None:
         """Stop waiting; if the request is still running, cancel it on the node."""

@@ -4,7 +4,8 @@ The control socket is a Unix socket, ``ipc://<data dir>/control.sock`` (mode 060
 TCP, carrying length-prefixed frames (:mod:`llmnode.nodes.control.wire`). A client's first frame
 is the token read from the node's data directory (``control.token``, mode 0600), so only the
 node's owner can use it; every later frame is one msgpack message. A client sends ``Ctl*``
-requests and gets ``CtlOk``/``CtlError``/``CtlChunk`` answers with the same ``id``; a client
+requests (``CtlChatTools``: a chat with tools the node runs) and gets
+``CtlOk``/``CtlError``/``CtlChunk`` answers with the same ``id``; a client
 that hosts agents also receives ``CtlCall`` (a request for one of its agents), answers it with
 ``CtlAgentReply``/``CtlAgentChunk``, and receives ``CtlDelivery`` for one-way messages and
 topics.
@@ -13,6 +14,8 @@ topics.
 from __future__ import annotations
 
 from llmnode.schemas.base import WireMessage
+from llmnode.schemas.inference import ChatMessage, GenerateRequest
+from llmnode.schemas.tool_loop import ToolSpec
 
 # ---- client -> node --------------------------------------------------------------------------
 
@@ -39,8 +42,29 @@ class CtlRequest(WireMessage, frozen=True):
     caller: str = ""
 
 
+class CtlChatTools(WireMessage, frozen=True):
+    """A chat in which the model may call agents of the mesh as tools, run by the node
+    (:mod:`llmnode.schemas.tool_loop`): answered with one ``CtlChunk`` per step (msgpack of a
+    ``ToolCalled``, ``ToolReplied`` or ``Answered``), then ``CtlOk``; ``CtlCancel`` stops it.
+    ``model`` is the model's service (``model:NAME``); ``options`` carries the generation
+    options of every model turn (its messages, constraint and tools are the loop's);
+    ``answer_schema`` the JSON Schema the answer decodes under (empty: free text); ``timeout``
+    bounds each model turn and each agent call."""
+
+    id: int
+    model: str
+    messages: list[ChatMessage]
+    tools: list[ToolSpec]
+    tool_choice: str = "auto"
+    max_rounds: int = 4
+    answer_schema: str = ""
+    options: GenerateRequest = GenerateRequest()
+    timeout: float = 120.0
+    caller: str = ""
+
+
 class CtlCancel(WireMessage, frozen=True):
-    id: int  # the id of the CtlRequest to cancel
+    id: int  # the id of the CtlRequest or CtlChatTools to cancel
 
 
 class CtlSend(WireMessage, frozen=True):

@@ -9,14 +9,15 @@ from typing import Any
 import msgspec
 import pytest
 
-from llmnode.client.agent_tools import AgentTool, ToolLoop
+from llmnode.client.agent_tools import AgentTool, agent_tools
 from llmnode.client.structured import constraint_options, read_typed, type_schema
 from llmnode.errors import ConfigError, ModelError
 from llmnode.http.errors import HttpError
 from llmnode.http.schemas import ChatCompletionRequest
 from llmnode.http.structured import ToolStreamFormat, structured_fields, with_tool_calls
 from llmnode.http.translate import chat_payload
-from llmnode.schemas.inference import ChatMessage, GenerateRequest, GenerateResult
+from llmnode.schemas.inference import ChatMessage, Constraint, GenerateRequest, GenerateResult
+from llmnode.schemas.tool_loop import ToolRounds, ToolSpec, run_rounds
 from llmnode.schemas.tools import Function, Tool, prompt_turns, read_calls
 
 TOOL: dict[str, Any] = {
@@ -186,20 +187,20 @@ def test_a_forced_tool_loop_calls_once_then_answers_with_the_reply_in_the_histor
 
     seen: list[list[str]] = []
 
-    async def complete(turns: list[Any], options: dict[str, Any]) -> GenerateResult:
+    async def complete(turns: list[Any], constraint: Constraint | None, _: str) -> GenerateResult:
         seen.append([turn.role for turn in turns])
-        if options["constraint"] is not None:
+        if constraint is not None:
             text = '<tool_call>{"name": "librarian", "arguments": {"text": "Vienna"}}</tool_call>'
         else:
             text = "The Danube."
         return GenerateResult(text=text, finish_reason="stop", prompt_tokens=1, completion_tokens=1)
 
-    async def ask(agent: str, message: Any) -> Any:
-        return {"agent": agent, "asked": message}
+    async def ask(spec: ToolSpec, arguments: dict[str, Any]) -> Any:
+        return {"agent": spec.agent, "asked": arguments}
 
     async def run() -> list[Any]:
-        loop = ToolLoop(complete, ask, ["librarian"], "librarian", 4)
-        return [step async for step in loop.run([], None, {})]
+        rounds = ToolRounds(agent_tools(["librarian"]), "librarian", 4)
+        return [step async for step in run_rounds(rounds, [], complete, ask)]
 
     called, replied, answered = asyncio.run(run())
     assert called.arguments == {"text": "Vienna"}
@@ -210,7 +211,9 @@ def test_a_forced_tool_loop_calls_once_then_answers_with_the_reply_in_the_histor
 
 def test_two_tools_with_one_name_are_refused() -> None:
     with pytest.raises(ConfigError):
-        ToolLoop(None, None, ["a@x", AgentTool(agent="a_x")], "auto", 2)  # type: ignore[arg-type]
+        ToolRounds(agent_tools(["a@x", AgentTool(agent="a_x")]), "auto", 2)
+    with pytest.raises(ConfigError):
+        ToolRounds(agent_tools(["a"]), "b", 2)  # neither a choice nor a tool
     assert Tool(function=Function(name="f")).type == "function"
 
 
@@ -240,15 +243,15 @@ def test_tools_whose_messages_hold_other_structs_compile_to_a_valid_grammar() ->
 def test_a_forced_call_cut_by_max_tokens_is_a_model_error_not_an_answer() -> None:
     import asyncio
 
-    async def complete(turns: list[Any], options: dict[str, Any]) -> GenerateResult:
+    async def complete(turns: list[Any], constraint: Constraint | None, _: str) -> GenerateResult:
         return GenerateResult(
             text='<tool_call>{"name": "librarian", "argu', finish_reason="length",
             prompt_tokens=1, completion_tokens=16,
         )  # fmt: skip
 
     async def run() -> None:
-        loop = ToolLoop(complete, None, ["librarian"], "required", 4)  # type: ignore[arg-type]
-        async for _ in loop.run([], None, {}):
+        rounds = ToolRounds(agent_tools(["librarian"]), "required", 4)
+        async for _ in run_rounds(rounds, [], complete, None):  # type: ignore[arg-type]
             pass
 
     with pytest.raises(ModelError, match="max_tokens"):

@@ -21,12 +21,14 @@ import msgspec
 from llmnode.errors import ConfigError, MeshError, error_fields
 from llmnode.log import get_logger
 from llmnode.nodes.control.agents import RemoteAgents
+from llmnode.nodes.control.tool_chat import run_tool_chat
 from llmnode.nodes.control.topics import Topics
 from llmnode.schemas.base import WireMessage
 from llmnode.schemas.control import (
     CtlAgentChunk,
     CtlAgentReply,
     CtlCancel,
+    CtlChatTools,
     CtlChunk,
     CtlDeploy,
     CtlDeployments,
@@ -100,7 +102,7 @@ class AttachedClients:
                 self.send(ident, CtlOk(id=message.id, data=_encode(node.status())))
             elif isinstance(message, CtlPeers):
                 self.send(ident, CtlOk(id=message.id, data=_encode(node.peers())))
-            elif isinstance(message, CtlRequest):
+            elif isinstance(message, CtlRequest | CtlChatTools):
                 task = asyncio.create_task(self._request(ident, message))
                 client.requests[message.id] = task
                 task.add_done_callback(functools.partial(_forget, client.requests, message.id))
@@ -145,8 +147,9 @@ class AttachedClients:
                 raise  # the control server logs it with its traceback
         return None
 
-    async def _request(self, ident: bytes, message: CtlRequest) -> None:
-        """Route one client request; answer it exactly once, whatever happens on the way."""
+    async def _request(self, ident: bytes, message: CtlRequest | CtlChatTools) -> None:
+        """Route one client request, or run a chat with tools; answer it exactly once,
+        whatever happens on the way (chunks: the stream's, or the chat's steps)."""
         sequence = 0
 
         async def on_chunk(data: bytes) -> None:
@@ -155,27 +158,27 @@ class AttachedClients:
             sequence += 1
 
         try:
-            result = await self._node.router.call(
-                message.service,
-                message.method,
-                message.payload,
-                timeout=message.timeout,
-                stream=message.stream,
-                idempotent=message.idempotent,
-                caller=message.caller,
-                on_chunk=on_chunk,
-            )
+            if isinstance(message, CtlChatTools):
+                await run_tool_chat(self._node.router, message, on_chunk)
+                result = b""
+            else:
+                result = await self._node.router.call(
+                    message.service,
+                    message.method,
+                    message.payload,
+                    timeout=message.timeout,
+                    stream=message.stream,
+                    idempotent=message.idempotent,
+                    caller=message.caller,
+                    on_chunk=on_chunk,
+                )
         except asyncio.CancelledError:
             self.send(ident, CtlError(id=message.id, code="cancelled", message="cancelled"))
             raise
         except Exception as error:
             if not isinstance(error, MeshError):
-                log.exception(
-                    "control_request_failed",
-                    service=message.service,
-                    method=message.method,
-                    error=str(error),
-                )
+                service = message.model if isinstance(message, CtlChatTools) else message.service
+                log.exception("control_request_failed", service=service, error=str(error))
             self.send(ident, control_error(message.id, error))
             return
         self.send(ident, CtlOk(id=message.id, data=result))

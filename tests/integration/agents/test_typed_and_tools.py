@@ -1,18 +1,22 @@
 """Typed answers and mesh agents as tools, with real nodes serving SmolLM2 and MiniLM: a typed
 chat and a typed agent reply always parse, and a model forced to call the librarian (on another
-node) gets its real reply and answers with it."""
+node) gets its real reply and answers with it; the node runs that loop for one control request,
+and a caller that stops listening cancels it there."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import asyncio
+from typing import Annotated, Any, Literal
 
 import msgspec
 import pytest
 
+import llmnode
 from examples.qa_pipeline import Passages, Search
 from examples.qa_tools import Claim, ToolAnswer, ToolAsk, Verdict
 from llmnode.agents.models import ModelStore, ensure_models
 from llmnode.client.agent_tools import AgentTool, Answered, ToolCalled, ToolReplied
+from llmnode.schemas.base import WireMessage
 from tests.integration.agents.conftest import Cluster, NodeProcess, model_store_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.models]
@@ -106,3 +110,77 @@ def test_the_tool_writer_agent_lets_the_model_ask_the_librarian(
     assert answer.steps[1:] == ["reply librarian", "answer"]
     assert any("Vienna" in str(reply) for reply in answer.tool_replies)
     assert answer.text
+
+
+def _load(status: dict[str, Any], service: str) -> dict[str, Any]:
+    for info in status["services"]:
+        if info["name"] == service:
+            load: dict[str, Any] = info["load"]
+            return load
+    raise AssertionError(f"{service} not served: {status['services']}")
+
+
+async def test_the_node_runs_the_whole_loop_for_one_control_request(
+    tool_mesh: dict[str, NodeProcess],
+) -> None:
+    """The SDK sends one CtlChatTools and nothing else; the front node's router enters the two
+    model turns and the agent call itself, and the steps arrive in order."""
+    async with llmnode.connect(tool_mesh["front"].data_dir, name="tools-in-node") as mesh:
+        entered_before = (await mesh.status())["counters"]["requests"]["entered"]
+        sent: list[str] = []
+        send = mesh.client.send
+
+        async def counting_send(message: WireMessage) -> None:
+            sent.append(type(message).__name__)
+            await send(message)
+
+        mesh.client.send = counting_send  # type: ignore[method-assign]
+        steps = [
+            step
+            async for step in mesh.chat_steps(
+                CHAT, "Which river flows through Vienna?",
+                tools=[AgentTool(agent="librarian", message=Search)], tool_choice="librarian",
+                max_tokens=48, temperature=0,
+            )
+        ]  # fmt: skip
+        mesh.client.send = send  # type: ignore[method-assign]
+        counters = (await mesh.status())["counters"]["requests"]
+    assert sent == ["CtlChatTools"]  # one control request for the whole loop
+    assert [type(step).__name__ for step in steps] == ["ToolCalled", "ToolReplied", "Answered"]
+    assert [step.round for step in steps[:2]] == [1, 1]  # type: ignore[union-attr]
+    # model turn 1, the librarian, model turn 2: entered at the node, not sent by the SDK
+    assert counters["entered"] - entered_before == 3
+
+
+async def test_closing_the_steps_mid_loop_cancels_the_model_turn_in_the_node(
+    tool_mesh: dict[str, NodeProcess],
+) -> None:
+    """The caller stops after the librarian's reply, while the node runs the model's second
+    turn (it would generate 400 tokens): the node cancels it and the model's slot is free."""
+    async with (
+        llmnode.connect(tool_mesh["front"].data_dir, name="tools-cancel") as mesh,
+        llmnode.connect(tool_mesh["models"].data_dir, name="tools-watch") as models,
+    ):
+        cancelled_before = (await mesh.status())["counters"]["requests"]["cancelled"]
+        steps = mesh.chat_steps(
+            CHAT, "Which river flows through Vienna?",
+            tools=[AgentTool(agent="librarian", message=Search)], tool_choice="librarian",
+            max_tokens=400, ignore_eos=True, temperature=0,
+        )  # fmt: skip
+        seen = []
+        async for step in steps:
+            seen.append(type(step).__name__)
+            if isinstance(step, ToolReplied):
+                break
+        await steps.aclose()  # type: ignore[attr-defined]
+        assert seen == ["ToolCalled", "ToolReplied"]
+        for _ in range(300):  # until the node has cancelled the turn and freed the slot
+            counters = (await mesh.status())["counters"]["requests"]
+            load = _load(await models.status(), f"model:{CHAT}")
+            if counters["cancelled"] > cancelled_before and load["in_flight"] == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert counters["cancelled"] == cancelled_before + 1, counters
+        assert load["in_flight"] == 0 and load["queue_depth"] == 0, load
+        assert counters["in_flight"] == 0, counters
+        assert await mesh.chat(CHAT, "Say yes.", max_tokens=4)  # the slot serves again
