@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,6 +37,7 @@ class DecodeSequence:
     finished: bool = False
     started_at: float = 0.0
     matcher: TokenMatcher | None = None  # the grammar state of a constrained sequence
+    replay: deque[int] = field(default_factory=deque)  # resumed tokens not yet fed back
 
     def deliver(self, item: TokenChunk | BaseException) -> None:
         try:

@@ -61,7 +61,9 @@ async def test_a_prefix_cache_hit_never_changes_the_answer(default_store: ModelS
         assert cached.prefix_cache is not None
         text = "Once upon a time a fox lived by the river and watched the crows fly home. " * 4
         ids = cached.tokenizer.encode(text)
-        await cached.generate(GenerateRequest(prompt=cached.tokenizer.decode(ids[:90]), max_tokens=1))
+        await cached.generate(
+            GenerateRequest(prompt=cached.tokenizer.decode(ids[:90]), max_tokens=1)
+        )
         for length in (33, 34, 40, 65, 66):
             prompt = cached.tokenizer.decode(ids[:length])
             assert len(cached.encode_prompt(GenerateRequest(prompt=prompt))) == length
