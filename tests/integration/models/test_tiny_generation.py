@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from llmnode.agents.models import GenerationRuntime, ModelStore
@@ -146,6 +147,22 @@ async def test_resuming_from_delivered_tokens_equals_the_uninterrupted_run(
         GenerateRequest(prompt=PROMPTS[3], max_tokens=24, resume_token_ids=delivered)
     )
     assert delivered + resumed.token_ids == expected
+
+
+@pytest.mark.parametrize("arch", ["llama", INT8])
+async def test_a_seeded_sampled_stream_resumes_exactly_too(
+    arch: str, tiny_runtimes: dict[str, GenerationRuntime]
+) -> None:
+    """The delivered tokens are replayed as decode steps that draw from the generator as the
+    interrupted run drew, so even a sampled continuation is the same."""
+    runtime = tiny_runtimes[arch]
+    request = GenerateRequest(prompt=PROMPTS[0], max_tokens=24, temperature=0.9, seed=7)
+    expected = (await runtime.generate(request)).token_ids
+    for cut in (1, 10):
+        resumed = await runtime.generate(
+            msgspec.structs.replace(request, resume_token_ids=expected[:cut])
+        )
+        assert expected[:cut] + resumed.token_ids == expected
 
 
 async def test_streamed_text_equals_the_decoded_tokens(

@@ -28,11 +28,17 @@ def test_a_prompt_sharing_a_prefix_finds_only_the_blocks_of_that_prefix() -> Non
     assert found[1][0].ravel().tolist() == first[4:8]
 
 
-def test_the_last_token_is_never_served_from_the_cache() -> None:
+def test_a_hit_always_leaves_at_least_two_tokens_to_prefill() -> None:
+    """A one-token prefill would run the decode kernels (other numbers under int8)."""
     cache = PrefixCache(max_bytes=1 << 20, block=4)
-    prompt = list(range(8))
-    cache.store(prompt, reader(prompt))
-    assert len(cache.lookup(prompt)) == 1  # 8 tokens: only the block ending at 4 is usable
+    stored = list(range(30))
+    cache.store(stored, reader(stored))
+    assert len(cache.lookup(stored[:8])) == 1  # the block ending at 4 (8 would leave none)
+    assert len(cache.lookup(stored[:9])) == 1  # the block ending at 8 would leave one
+    assert len(cache.lookup(stored[:10])) == 2
+    for length in range(1, 31):
+        served = len(cache.lookup(stored[:length])) * cache.block
+        assert served == 0 or length - served >= 2
 
 
 def test_equal_blocks_after_different_prefixes_are_different_entries() -> None:
@@ -44,7 +50,7 @@ def test_equal_blocks_after_different_prefixes_are_different_entries() -> None:
 
 def test_memory_stays_under_the_bound_evicting_least_recently_used() -> None:
     cache = PrefixCache(max_bytes=3 * 2 * 4 * 4, block=4)  # three blocks of 2 arrays x 4 floats
-    prompts = [[n] * 5 for n in range(6)]
+    prompts = [[n] * 6 for n in range(6)]
     for prompt in prompts[:3]:
         cache.store(prompt, reader(prompt))
     assert cache.lookup(prompts[0])  # now the most recent
