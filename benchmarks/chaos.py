@@ -85,6 +85,7 @@ class Recorder:
         self.sent = 0
         self.completed = 0
         self.failed: Counter[str] = Counter()
+        self.examples: dict[str, tuple[float, str]] = {}  # each failure's first (start, message)
         self.lost = 0
         self.by_face: dict[str, Counter[str]] = {"sdk": Counter(), "http": Counter()}
         self.latencies: list[tuple[float, float]] = []  # (start, seconds)
@@ -96,14 +97,16 @@ class Recorder:
         try:
             await asyncio.wait_for(call(), DEADLINE_S + 5)
         except MeshError as error:
-            self.record(kind, start, 0.0, f"failed:{type(error).__name__}")
+            self.record(kind, start, 0.0, f"failed:{type(error).__name__}", str(error))
             return
         except TimeoutError:
             self.record(kind, start, 0.0, "lost")
             return
         self.record(kind, start, time.monotonic() - start, "ok")
 
-    def record(self, kind: str, start: float, seconds: float, outcome: str) -> None:
+    def record(
+        self, kind: str, start: float, seconds: float, outcome: str, message: str = ""
+    ) -> None:
         """One request's end: ``ok``, ``failed:<error>`` or ``lost`` (chaos_http.py's lines too)."""
         face = self.by_face["http" if kind.startswith("http") else "sdk"]
         self.sent += 1
@@ -116,7 +119,9 @@ class Recorder:
             self.lost += 1
             face["lost"] += 1
         else:
-            self.failed[f"{kind}:{outcome.removeprefix('failed:')}"] += 1
+            failure = f"{kind}:{outcome.removeprefix('failed:')}"
+            self.failed[failure] += 1
+            self.examples.setdefault(failure, (start, message[:300]))
             face["failed"] += 1
 
 
@@ -227,7 +232,9 @@ def finish_http_load(process: subprocess.Popen[Any], out: Path, recorder: Record
     lines = out.read_text().splitlines() if out.exists() else []
     for line in lines:
         each = json.loads(line)
-        recorder.record(each["kind"], each["start"], each["seconds"], each["outcome"])
+        recorder.record(
+            each["kind"], each["start"], each["seconds"], each["outcome"], each.get("message", "")
+        )
 
 
 async def chaos(
@@ -314,6 +321,12 @@ def summarize(
     def in_fault(start: float) -> bool:
         return any(began <= start <= end for began, end in recorder.faults)
 
+    def during(start: float) -> str:
+        for (began, end), kind in zip(recorder.faults, recorder.kinds, strict=True):
+            if began <= start <= end:
+                return f"during {kind}"
+        return "calm"
+
     calm = [seconds for start, seconds in recorder.latencies if not in_fault(start)]
     faulty = [seconds for start, seconds in recorder.latencies if in_fault(start)]
     return {
@@ -323,6 +336,10 @@ def summarize(
         "completed": recorder.completed,
         "failed": dict(recorder.failed),
         "lost": recorder.lost,
+        "failure_examples": {
+            failure: f"{during(start)}: {message}"
+            for failure, (start, message) in recorder.examples.items()
+        },
         "by_face": {face: dict(counts) for face, counts in recorder.by_face.items()},
         "duplicated": sum(1 for count in ledger.values() if count > 1),
         "p99_calm_ms": p99_ms(calm),

@@ -57,17 +57,19 @@ async def embed(api: openai.AsyncOpenAI, deadline: float) -> str:
 async def one(kind: str, api: openai.AsyncOpenAI, deadline: float, out: TextIO) -> None:
     start = time.monotonic()
     call = chat if kind == "http-chat" else embed
+    message = ""
     try:
         outcome = await asyncio.wait_for(call(api, deadline), deadline + 5)
     except openai.APIStatusError as error:  # the OpenAI error shape, any status
-        outcome = f"failed:http-{error.status_code}"
+        outcome, message = f"failed:http-{error.status_code}", error.message
     except openai.APIError as error:  # an error event inside a stream, or a broken connection
         body = error.body if isinstance(error.body, dict) else None
         outcome = "failed:stream-error" if body is not None else "lost"
+        message = error.message
     except TimeoutError:
         outcome = "lost"
     record = {"kind": kind, "start": start, "seconds": time.monotonic() - start}
-    out.write(json.dumps({**record, "outcome": outcome}) + "\n")
+    out.write(json.dumps({**record, "outcome": outcome, "message": message[:300]}) + "\n")
     out.flush()
 
 
