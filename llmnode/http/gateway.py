@@ -54,8 +54,9 @@ class MeshGateway(Protocol):
         """Publish to a topic; the number of nodes it went to."""
         ...
 
-    def models(self) -> list[MeshModel]:
-        """Every model served by a live node of the mesh."""
+    def models(self, *, live_only: bool = True) -> list[MeshModel]:
+        """Every model served by a live node of the mesh; with ``live_only`` False, also those
+        whose nodes are down now but still in the view (the router waits for them)."""
         ...
 
     def status(self) -> dict[str, object]: ...

@@ -61,11 +61,11 @@ class NodeGateway:
     def publish(self, topic: str, payload: bytes, caller: str) -> int:
         return self._node.clients.topics.publish(topic, payload, caller)
 
-    def models(self) -> list[MeshModel]:
+    def models(self, *, live_only: bool = True) -> list[MeshModel]:
         found: dict[str, tuple[str, list[str]]] = {}
         for peer in self._node.view.peers.values():
             record = peer.record
-            if record is None or self._node.view.state_of(peer.node) not in LIVE:
+            if record is None or (live_only and self._node.view.state_of(peer.node) not in LIVE):
                 continue
             for info in record.services:
                 if info.kind == "model" and info.name.startswith(MODEL_PREFIX):

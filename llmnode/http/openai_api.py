@@ -168,8 +168,9 @@ class OpenAIApi:
     # -- helpers -------------------------------------------------------------------------------
 
     def _require(self, name: str, task: str) -> None:
-        """404 at once for a model no live node serves (the router would wait for one)."""
-        for model in self._gateway.models():
+        """404 at once for a model no node in the view advertises. One whose nodes are down
+        for now goes to the router, which waits for one until the deadline, as for the SDK."""
+        for model in self._gateway.models(live_only=False):
             if model.name == name:
                 if model.task != task:
                     raise HttpError(

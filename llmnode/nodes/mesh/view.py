@@ -14,10 +14,11 @@ from typing import Protocol
 
 import msgspec
 
+from llmnode.nodes.membership.members import LIVE_STATES
 from llmnode.schemas.membership import MemberStateName
 from llmnode.schemas.state import NodeState, ServiceInfo, ServiceLoad
 
-LIVE = ("alive", "suspect")
+LIVE = LIVE_STATES  # membership's rule of who is still a member, read here, not a second copy
 
 
 class MemberStates(Protocol):
