@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated
 
 import msgspec
 
@@ -27,12 +26,14 @@ from llmnode.bus.identity import write_secret_file
 from llmnode.errors import ConfigError, Rejected
 from llmnode.log import get_logger
 from llmnode.nodes.placement.deployments import Deployments
-from llmnode.schemas.placement import MAX_DEPLOYMENTS, Deployment, SignedDeployment
+from llmnode.schemas.placement import Deployment, SignedDeployment
 
 log = get_logger(__name__)
 
 FORMAT = "llmnode-deployments/v1"
-# Every record at its size limit, base64 in JSON, with room for the rest of the file.
+# The bound on what a start reads: about 20,000 records of a typical 400 bytes in JSON (records
+# are not counted against MAX_DEPLOYMENTS, a bound per gossip frame, so a file this node wrote
+# is never refused for holding more).
 MAX_FILE_BYTES = 8 * 1024 * 1024
 
 
@@ -40,7 +41,7 @@ class DeploymentsFile(msgspec.Struct, frozen=True, kw_only=True):
     """The file's content: the format name, then the records as they travel."""
 
     format: str
-    records: Annotated[list[SignedDeployment], msgspec.Meta(max_length=MAX_DEPLOYMENTS)]
+    records: list[SignedDeployment]
 
 
 def write(path: Path, records: Iterable[SignedDeployment]) -> None:
