@@ -103,6 +103,9 @@ def load_config(
 
 
 LOCK_FILE = "node.lock"  # in the data dir: held by the running node, names its pid
+# In the data dir: the signed deployment records this node knows (``models deploy``), written
+# on every change and read at start, so deployments survive a restart of every node.
+DEPLOYMENTS_FILE = "deployments.json"
 
 
 class DataDirLock:

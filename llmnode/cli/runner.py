@@ -19,7 +19,7 @@ from llmnode.bus.identity import Identity, write_secret_file
 from llmnode.bus.keyring import MeshKeyRing
 from llmnode.bus.transport import Transport
 from llmnode.bus.zmq_transport import ZmqTransport
-from llmnode.config import lock_data_dir
+from llmnode.config import DEPLOYMENTS_FILE, lock_data_dir
 from llmnode.errors import ConfigError
 from llmnode.log import get_logger
 from llmnode.nodes.control.server import KEYRING_FILE
@@ -168,6 +168,8 @@ def build_placement(node: Node, config: NodeConfig) -> NodePlacement:
         resources=lambda: node.resources_now,
         pinned=config.models,
         policy=policy,
+        deployments_file=node.data_dir / DEPLOYMENTS_FILE,
+        rejections=node.rejections,
     )
 
 

@@ -137,6 +137,21 @@ class LocalMesh:
         node.address, node.node_id = status["address"], status["node_id"]
         return node
 
+    def restart(self, node: NodeProcess, *, join: NodeProcess | None = None) -> None:
+        """Start a stopped ``node`` again on its data dir (it listens on a new port). It joins
+        ``join`` where that node listens now, not the seed it first joined (a restarted seed
+        has a new address too); with no ``join`` it starts alone."""
+        args = list(node.args)
+        if "--join" in args:
+            at = args.index("--join")
+            del args[at : at + 2]
+        if join is not None:
+            args += ["--join", join.address.removeprefix("tcp://")]
+        node.args = args
+        node.start()
+        status = wait_for(node.status, timeout=60, what=f"{node.name} to restart")
+        node.address, node.node_id = status["address"], status["node_id"]
+
     def wait_converged(self, names: Sequence[str] | None = None, timeout: float = 30.0) -> None:
         live = [n for n in self.nodes if n.alive()]
         expected = set(names) if names is not None else {n.name for n in live}

@@ -2,10 +2,11 @@
 
 :class:`NodePlacement` is the one placement component a :class:`~llmnode.nodes.node.Node` runs:
 
-- it keeps the deployment records (:class:`Deployments`), merges the ``DeploymentSync`` frames
-  peers send, pushes a record it issues to every live peer at once, and pushes all it knows to a
-  few random peers every ``gossip_s`` (anti-entropy: a node that joins late or missed a frame
-  catches up);
+- it keeps the deployment records (:class:`Deployments`; with a ``deployments_file``, also on
+  disk, read back at start: :mod:`~llmnode.nodes.placement.stored`), merges the
+  ``DeploymentSync`` frames peers send, pushes a record it issues to every live peer at once,
+  and pushes all it knows to a few random peers every ``gossip_s`` (anti-entropy: a node that
+  joins late or missed a frame catches up);
 - it runs the :class:`PlacementLoop` (place, reconcile, act) and, every ``interval_s``, the
   ``--auto`` steward policy on the mesh-wide queue wait of each auto model (gossiped loads);
 - it answers ``models deploy / undeploy / deployments / pull --from-mesh`` from local clients.
@@ -23,7 +24,9 @@ import os
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from llmnode.bus.identity import Identity, node_id_from_text
@@ -35,6 +38,7 @@ from llmnode.nodes.placement.autoscale import AutoscalePolicy, queue_wait_ms
 from llmnode.nodes.placement.deployments import Deployments
 from llmnode.nodes.placement.loop import Hooks, PlacementLoop, issue_and_keep
 from llmnode.nodes.placement.memory import memory_for_models_mb
+from llmnode.nodes.placement.stored import StoredDeployments
 from llmnode.schemas.base import WireMessage
 from llmnode.schemas.placement import MAX_REPLICAS, MODEL_NAME, Deployment, DeploymentSync
 from llmnode.schemas.requests import LoadQuery
@@ -100,12 +104,19 @@ class NodePlacement:
         policy: AutoscalePolicy | None = None,
         interval_s: float = 1.0,
         gossip_s: float = 5.0,
+        deployments_file: Path | None = None,
+        rejections: Counter[tuple[str, str]] | None = None,
     ) -> None:
         self.me = identity.name
         self.identity, self.view, self._send, self.side = identity, view, send, side
         self.resources, self.pinned = resources, frozenset(pinned)
         self.interval_s, self.gossip_s = interval_s, gossip_s
+        self.rejections = Counter[tuple[str, str]]() if rejections is None else rejections
         self.deployments = Deployments()
+        if deployments_file is not None:  # kept on disk: read back now, before any gossip
+            stored = StoredDeployments(deployments_file, self._refused_file)
+            stored.restore()
+            self.deployments = stored
         hooks = Hooks(
             capacities=self.capacities,
             loaded_mb=side.loaded_mb,
@@ -123,6 +134,9 @@ class NodePlacement:
             interval_s=interval_s,
             clock=time.time,
         )
+
+    def _refused_file(self, reason: str) -> None:
+        self.rejections["deployments_file", reason] += 1
 
     # -- what this node advertises ---------------------------------------------------------
 

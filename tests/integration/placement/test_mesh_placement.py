@@ -20,6 +20,7 @@ import pytest
 
 from llmnode.agents.models import ModelStore, ensure_models
 from llmnode.client.sync import connect_sync
+from llmnode.config import DEPLOYMENTS_FILE
 from tests.integration.http.conftest import CHAT_MODEL, EMBED_MODEL, store_root
 from tests.support.mesh import LocalMesh, NodeProcess, llmnode_command, wait_for
 
@@ -172,6 +173,37 @@ def test_deploy_copies_the_model_to_a_peer_and_a_killed_replica_is_restored_on_t
     assert during, "no request was served while the replica was being restored"
     (row,) = deployments(c)
     assert sorted(row["serving"]) == ["b", "c"]
+
+
+def test_deployments_survive_a_restart_of_every_node(mesh: LocalMesh, tmp_path: Path) -> None:
+    a = start(mesh, "a", 2000, holding(tmp_path / "store-a", MODEL))
+    b = start(mesh, "b", 8000, tmp_path / "store-b")
+    mesh.wait_converged()
+    deployed = cli(b, "models", "deploy", MODEL, "--replicas", "2")
+    assert deployed.returncode == 0, deployed.stderr
+    wait_for(lambda: serving(b) == {"a", "b"}, timeout=180, what="replicas on a and b")
+
+    for node in (a, b):
+        node.kill()  # kill -9 every node of the mesh: nothing of the deployment is left in memory
+        assert (node.data_dir / DEPLOYMENTS_FILE).stat().st_mode & 0o777 == 0o600
+
+    mesh.restart(b)  # alone: no peer to learn the deployment from, so it comes from b's disk
+    (row,) = deployments(b)
+    assert (row["model"], row["replicas"], row["deployed"]) == (MODEL, 2, True)
+    mesh.restart(a, join=b)
+    mesh.wait_converged()
+    wait_for(lambda: serving(b) == {"a", "b"}, timeout=180, what="replicas placed again")
+    for node in (a, b):
+        (row,) = deployments(node)
+        assert (row["replicas"], sorted(row["assigned"]), sorted(row["serving"])) == (
+            2,
+            ["a", "b"],
+            ["a", "b"],
+        )
+        assert '"deployments_restored"' in node.log_text()
+        assert '"deployments_file_refused"' not in node.log_text()
+    with connect_sync(a.data_dir) as client:
+        assert len(client.embed(MODEL, ["back after a restart"], timeout=30)[0]) == 384
 
 
 def test_memory_decides_a_pinned_replica_counts_and_bad_deploys_are_one_line(
