@@ -153,3 +153,4 @@ async def warm(service: ModelService) -> None:
             await service.runtime.generate(GenerateRequest(prompt="Hello", max_tokens=1))
     except MeshError as error:
         raise ModelError(f"model {service.name!r} failed its warm-up call: {error}") from error
+    service.runtime.forget_warm_up()

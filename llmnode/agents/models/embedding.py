@@ -121,6 +121,13 @@ class EmbeddingRuntime:
         """One batch, run in the calling thread (no queueing); for baselines and scripts."""
         return self._run_batch(texts)
 
+    def forget_warm_up(self) -> None:
+        """Count nothing of the warm-up call: the first and slowest, it would stand as this
+        replica's service time, and the scheduler would not choose the replica to correct it."""
+        with self._condition:
+            self._ewma_service_ms = 0.0
+            self._served = 0
+
     def load(self) -> ServiceLoad:
         with self._condition:
             waiting = len(self._queue)

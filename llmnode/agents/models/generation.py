@@ -187,6 +187,14 @@ class GenerationRuntime:
                 self._pending.remove(sequence)
             self._condition.notify()
 
+    def forget_warm_up(self) -> None:
+        """Count nothing of the warm-up call: the first and slowest, it would stand as this
+        replica's service time, and the scheduler would not choose the replica to correct it."""
+        with self._condition:
+            self._ewma_service_ms = 0.0
+            self._tokens_per_s = 0.0
+            self._served = 0
+
     def load(self) -> ServiceLoad:
         with self._condition:
             active = sum(1 for row in self._rows if not row.finished)

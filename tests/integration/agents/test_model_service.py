@@ -143,3 +143,22 @@ async def test_results_carry_a_receipt_that_covers_the_whole_of_a_resumed_stream
         assert (second.completion_tokens, second.resumed_tokens) == (8, 3)
     finally:
         await signing.close()
+
+
+async def test_the_warm_up_call_leaves_no_service_time_behind(tiny_store: ModelStore) -> None:
+    """The warm-up is a model's first and slowest call. Counted, it became the node's service
+    time, so the scheduler never chose a fresh replica while another one kept up, and the time
+    was never corrected (placement_restore.py: a restored replica idle for 235 s and more)."""
+    from llmnode.agents.model_host import warm
+
+    opened = await ModelService.open(tiny_store, "tiny-gpt2", slots=2)
+    try:
+        await warm(opened)
+        load = opened.runtime.load()
+        assert load.ewma_service_ms == 0.0  # unknown: the scheduler uses the mesh's mean
+        assert load.served == 0
+        await opened.runtime.generate(GenerateRequest(prompt="Hello", max_tokens=2))
+        after = opened.runtime.load()
+        assert after.ewma_service_ms > 0.0 and after.served == 1  # real requests still count
+    finally:
+        await opened.close()
