@@ -71,6 +71,28 @@ def thread_count(threads: int | None = None) -> int:
     return physical_cores()
 
 
+# How ONNX Runtime's idle intra-op threads wait, by LLMNODE_ORT_SPIN (measured: BENCHMARKS.md).
+SPIN_POLICIES: dict[str, dict[str, str]] = {
+    # Spin between the ops of one run, sleep once it returns: the speed of spinning (int8 decode
+    # 1.4x "off" on a quiet machine) without burning cores between requests.
+    "run": {"session.force_spinning_stop": "1"},
+    # Never spin: for machines running more busy processes than cores (many nodes on a laptop,
+    # the test suite), where spinning threads take time from the others.
+    "0": {"session.intra_op.allow_spinning": "0"},
+    "1": {},  # ONNX Runtime's own default: spin for a while after each run too
+}
+
+
+def spin_policy() -> dict[str, str]:
+    """The session config entries of the LLMNODE_ORT_SPIN policy (default ``run``)."""
+    name = os.environ.get("LLMNODE_ORT_SPIN", "run").strip() or "run"
+    if name not in SPIN_POLICIES:
+        raise ConfigError(
+            f"LLMNODE_ORT_SPIN must be one of {', '.join(SPIN_POLICIES)}, not {name!r}"
+        )
+    return SPIN_POLICIES[name]
+
+
 def create_session(
     path: str | Path, *, prefer_gpu: bool = True, threads: int | None = None
 ) -> tuple[Any, str]:
@@ -83,10 +105,8 @@ def create_session(
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only; ORT's own warnings are not the user's business
-    if os.environ.get("LLMNODE_ORT_SPIN", "0") != "1":
-        # Idle intra-op threads spin-wait by default, burning cores the node's event loop, its
-        # other runtimes and its neighbours need; a mesh node shares its machine, so sleep.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for key, value in spin_policy().items():
+        options.add_session_config_entry(key, value)
     wanted = [CPU]
     if prefer_gpu and CUDA in onnxruntime.get_available_providers() and cuda_device_count() > 0:
         wanted = [CUDA, CPU]
