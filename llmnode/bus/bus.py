@@ -5,10 +5,11 @@ to a :class:`~llmnode.bus.transport.Transport`:
 
 - ``send(node_id, message)`` encodes, seals to the peer and queues it; it never raises and
   never waits: False means unknown peer, full queue or a message that cannot be sent.
-- a pump task reads frames, opens and decodes them, answers handshakes itself and queues the
-  rest for ``receive()``. Bad input is counted by reason in ``rejections``, logged at a rate
-  limit and skipped; it never stops the pump. When the application does not keep up, the pump
-  waits, so back-pressure reaches the transport's bounded queues instead of memory.
+- frames are read (by a lone ``receive()`` itself, else by a pump task: :mod:`llmnode.bus.reader`),
+  opened and decoded; handshakes are answered here, the rest go to ``receive()``. Bad input is
+  counted by reason in ``rejections``, logged at a rate limit and skipped; it never stops
+  reading. When the application does not keep up, the pump waits, so back-pressure reaches the
+  transport's bounded queues instead of memory.
 - ``connect(address)`` is the handshake: a Hello in a hello frame (mesh key only) to an address,
   answered by a HelloAck in a data frame; both sides then know each other's key and address.
   A transport with admission (:mod:`llmnode.bus.admission`) gets the key ring at start, and a
@@ -21,7 +22,6 @@ Thread-unsafe: one asyncio event loop owns a bus.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ from llmnode.bus import crypto
 from llmnode.bus.admission import MeshKeyRefused
 from llmnode.bus.identity import Identity, node_id_to_text
 from llmnode.bus.keyring import MeshKeyRing
+from llmnode.bus.reader import Reader
 from llmnode.bus.sealing import HELLO, MAX_EPOCH, NO_RECIPIENT, Sealer
 from llmnode.bus.transport import Transport
 from llmnode.errors import MeshError, Rejected, TransportError
@@ -86,10 +87,10 @@ class Bus:
             allowlist=allowlist,
         )
         self._peers: dict[bytes, str] = {}
-        self._inbox: asyncio.Queue[Inbound | None] = asyncio.Queue(maxsize=inbox_limit)
         self._handshakes: dict[bytes, asyncio.Future[bytes]] = {}
-        self._pump_task: asyncio.Task[None] | None = None
-        self._failure: BaseException | None = None
+        self._reader: Reader[Inbound] = Reader(
+            transport.recv, lambda frame: self._handle(frame, self._clock()), inbox_limit
+        )
         self._rejections: dict[str, int] = {}
         self._stats: dict[str, int] = {
             "sent": 0,
@@ -160,26 +161,22 @@ class Bus:
     # -- life cycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._pump_task is not None:
+        if self._reader.started:
             return
         use_keyring = getattr(self._transport, "use_keyring", None)
         if use_keyring is not None:
             use_keyring(self._sealer.keyring)
         await self._transport.start()
-        self._pump_task = asyncio.create_task(self._pump(), name="bus_pump")
+        self._reader.start()
         _log.debug("bus_started", address=self.address, epoch=self.epoch)
 
     async def close(self) -> None:
-        task, self._pump_task = self._pump_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._reader.stop()
         for future in self._handshakes.values():
             if not future.done():
                 future.set_exception(TransportError("the bus closed"))
         self._handshakes.clear()
-        await self._transport.close()
+        await self._transport.close()  # a consumer reading it directly gets its TransportError
 
     async def __aenter__(self) -> Bus:
         await self.start()
@@ -285,44 +282,11 @@ class Bus:
 
     async def receive(self) -> Inbound:
         """The next message from a peer. Bad frames never surface here; they are counted."""
-        if self._failure is not None:
-            raise TransportError(f"the bus stopped: {self._failure}") from self._failure
-        if self._pump_task is None:
-            raise TransportError("the bus is not started")
-        item = await self._inbox.get()
-        if item is None:
-            raise TransportError(f"the bus stopped: {self._failure}") from self._failure
-        return item
+        return await self._reader.receive()
 
     def receive_nowait(self) -> Inbound | None:
         """A message that already arrived, or None (for draining in batches)."""
-        try:
-            item = self._inbox.get_nowait()
-        except asyncio.QueueEmpty:
-            return None
-        if item is None:
-            raise TransportError(f"the bus stopped: {self._failure}") from self._failure
-        return item
-
-    async def _pump(self) -> None:
-        inbox = self._inbox
-        recv = self._transport.recv
-        try:
-            while True:
-                frame = await recv()
-                inbound = self._handle(frame, self._clock())
-                if inbound is not None:
-                    if inbox.full():
-                        await inbox.put(inbound)
-                    else:
-                        inbox.put_nowait(inbound)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # surfaced to receive(), never silent
-            self._failure = error
-            _log.error("bus_pump_failed", error=str(error), error_type=type(error).__name__)
-            with contextlib.suppress(asyncio.QueueFull):
-                inbox.put_nowait(None)
+        return self._reader.receive_nowait()
 
     def _handle(self, frame: bytes, now: float) -> Inbound | None:
         sealer = self._sealer
