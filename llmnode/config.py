@@ -34,7 +34,9 @@ ENVIRONMENT: dict[str, str] = {
     "LLMNODE_NO_BEACON": "beacon",
 }
 # Read elsewhere (secrets and tuning), listed so tooling can check a compose file against them.
-OTHER_ENVIRONMENT = ("LLMNODE_MESH_KEY", "LLMNODE_ORT_THREADS", "LLMNODE_CONFIG")
+OTHER_ENVIRONMENT = (
+    "LLMNODE_MESH_KEY", "LLMNODE_ORT_THREADS", "LLMNODE_ORT_SPIN", "LLMNODE_CONFIG",
+)  # fmt: skip
 _LIST_FIELDS = {"join", "models", "agents"}
 
 
