@@ -51,8 +51,8 @@ def _members(now: dict[str, Any]) -> Table:
             for gpu in row.get("gpus", [])
         )
         load = row["load"].values()
-        running = sum(item["running"] for item in load)
-        waiting = sum(item["waiting"] for item in load)
+        running = _total([item["running"] for item in load])
+        waiting = _total([item["waiting"] for item in load])
         table.add_row(
             row["name"] + (" *" if row["self"] else ""),
             Text(row["state"], style=_STATE_STYLES.get(row["state"], "")),
@@ -63,6 +63,15 @@ def _members(now: dict[str, Any]) -> Table:
             f"{running}/{waiting}",
         )
     return table
+
+
+def _total(counts: list[int | None]) -> str:
+    """The sum of the counts known; "?" when a peer's load was never seen (records carry none),
+    "-" when there is nothing to count."""
+    known = [count for count in counts if count is not None]
+    if known:
+        return str(sum(known))
+    return "?" if counts else "-"
 
 
 def _requests(now: dict[str, Any]) -> Text:

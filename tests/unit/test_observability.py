@@ -186,3 +186,37 @@ async def test_metrics_targets_and_the_dashboard_data_need_the_api_key_off_loopb
         read = node.metrics.read()["rejections"]
         assert read[("http", "missing_api_key")] == 3
         assert read[("http", "invalid_api_key")] == 3
+
+
+async def test_the_dashboard_shows_the_load_that_peers_shows(tmp_path: Path) -> None:
+    """Records do not carry live load (issue 18): the dashboard and `llmnode top` showed the
+    record's snapshot from when it was signed while `llmnode peers` showed the load last seen on
+    replies, or "not known". All three now show the same numbers."""
+    from llmnode.nodes.mesh import reports
+
+    async with in_process_mesh(tmp_path) as mesh:
+        entry = await mesh.start()
+        await mesh.start([EchoService(delay=0.05, slots=2)])
+        await mesh.start([EchoService(delay=0.05, slots=2)])
+        await mesh.converge("echo")
+
+        def same_numbers() -> int:
+            peers = {row["node_id"]: row for row in reports.peers_report(entry)}
+            compared = 0
+            for row in overview.members(entry):
+                for service, load in row["load"].items():
+                    seen = peers[row["node_id"]]["load"][service]  # type: ignore[index]
+                    assert (load["running"], load["waiting"]) == (
+                        seen["in_flight"],
+                        seen["queue"],
+                    ), (row["name"], service)
+                    compared += 1
+            return compared
+
+        assert same_numbers() == 2  # nothing heard yet from either: "not known" on both
+        calls = [entry.router.call("echo", "request", b"x", timeout=10) for _ in range(12)]
+        running = asyncio.gather(*calls)
+        await asyncio.sleep(0.08)
+        assert same_numbers() == 2  # mid-load
+        await running
+        assert same_numbers() == 2

@@ -52,6 +52,7 @@ def snapshot(node: Node) -> dict[str, Any]:
 def members(node: Node) -> list[dict[str, Any]]:
     """Every member: its state from membership; name, resources and services from its record."""
     rows = []
+    now = time.time()
     listed = node.membership.members() if node.membership is not None else []
     for member in listed:
         peer = node.view.peers.get(member.node)
@@ -76,13 +77,21 @@ def members(node: Node) -> list[dict[str, Any]]:
                  "util_pct": gpu.utilization_pct}
                 for gpu in res.gpus
             ]  # fmt: skip
+            # Running and waiting as `llmnode peers` shows them: this node's own now, a peer's
+            # as last seen on its replies (None: not known); records carry no live load.
+            live = (
+                reports.own_load(node)
+                if row["self"]
+                else reports.peer_load(node.view, member.node, record, now)
+            )
             for info in record.services:
                 kind = "models" if info.kind == "model" else "agents"
                 row[kind].append(info.name.removeprefix("model:"))
-                load = info.load
+                seen = live.get(info.name, {})
                 row["load"][info.name] = {
-                    "slots": load.slots, "running": load.in_flight, "waiting": load.queue_depth,
-                    "served": load.served, "tokens_per_s": load.tokens_per_s,
+                    "slots": info.load.slots, "running": seen.get("in_flight"),
+                    "waiting": seen.get("queue"), "age_s": seen.get("age_s"),
+                    "served": info.load.served, "tokens_per_s": info.load.tokens_per_s,
                 }  # fmt: skip
         rows.append(row)
     return sorted(rows, key=lambda row: (not row["self"], row["name"]))

@@ -100,7 +100,7 @@ def peers_report(node: Node) -> list[dict[str, object]]:
                 else (record.resources.ram_free_mb if record else 0),
                 "cpu_cores": record.resources.cpu_cores if record else 0,
                 "services": record.services if record else [],
-                "load": _own_load(node) if own else peer_load(node.view, member.node, record, now),
+                "load": own_load(node) if own else peer_load(node.view, member.node, record, now),
                 "models_stored": record.models_stored if record else [],
                 "model_memory_mb": record.model_memory_mb if record else 0,
                 "last_heard_s": 0.0
@@ -113,7 +113,7 @@ def peers_report(node: Node) -> list[dict[str, object]]:
     return rows
 
 
-def _own_load(node: Node) -> dict[str, dict[str, object]]:
+def own_load(node: Node) -> dict[str, dict[str, object]]:
     """This node's services' load now."""
     return {
         info.name: {
