@@ -3,7 +3,7 @@ asyncio, no I/O of its own).
 
 A message read by a pump task reaches its consumer one task switch later than one the consumer
 reads itself (the pump wakes, queues it, the consumer wakes), and a message round trip pays that
-on both sides: about 70 µs of a bus round trip here (BENCHMARKS.md, Bus). So a lone ``receive()``
+on both sides: about 50 µs of a bus round trip here (BENCHMARKS.md, Bus). So a lone ``receive()``
 reads the transport itself. The pump reads whenever no consumer does, so handshakes are answered
 before anyone receives and after everyone stopped, and for several consumers at once (one reader
 at a time: a transport's ``recv`` is not shared). Frames that ``handle`` turns into nothing (a
@@ -98,6 +98,13 @@ class Reader(Generic[T]):
     async def _receive_directly(self) -> T:
         self._direct = True
         try:
+            # Yield once per message, as a consumer fed through the pump did, so a consumer
+            # whose frames are ready when it asks cannot keep the node's other tasks (the
+            # ZAP handler of admission among them) waiting. Measured without it: admission
+            # answered an outsider's handshake late often enough that a race in
+            # test_bus_admission.py's attacker showed in 1 run of 7 instead of 1 of 20. Still
+            # cheaper than the pump's two task switches: bus RTT p50 349-358 vs 396-405 us.
+            await asyncio.sleep(0)
             while True:
                 try:
                     frame = await self._recv()

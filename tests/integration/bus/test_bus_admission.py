@@ -55,9 +55,14 @@ def send_many_parts(address: str, mesh_key: bytes | None, parts: int) -> None:
     dealer.setsockopt(zmq.LINGER, 0)
     if mesh_key is not None:
         configure_client(dealer, mesh_key)
+    # Bounded: when the node refuses the handshake before all parts are queued, libzmq ends
+    # the connection for good (a protocol error is not retried) and a blocking send would wait
+    # forever for a peer (this hung the test in about 1 run of 20).
+    dealer.setsockopt(zmq.SNDTIMEO, 3000)
     dealer.connect(address)
     chunk = zmq.Frame(bytes(1024 * 1024))
-    dealer.send_multipart([chunk] * parts, copy=False)
+    with contextlib.suppress(zmq.Again):  # refused before the message was even queued: fine
+        dealer.send_multipart([chunk] * parts, copy=False)
     time.sleep(1.5)  # libzmq keeps trying to deliver it; the node must refuse every try
     dealer.close()
     context.term()
