@@ -33,6 +33,16 @@ def test_an_unknown_spin_policy_is_one_clear_line(monkeypatch: pytest.MonkeyPatc
         spin_policy()
 
 
+def _greedy_tokens(model: Path) -> list[int]:
+    """Nine greedy tokens after a fixed prompt, from a session made under the current policy."""
+    session, _ = create_session(model, prefer_gpu=False, threads=2)
+    batch = open_batch(session, shared_buffer=True, slots=1, max_positions=64)
+    tokens = [int(np.argmax(batch.prefill([5, 6, 7, 8])))]
+    for _ in range(8):
+        tokens.append(int(np.argmax(batch.step([tokens[-1]])[0])))
+    return tokens
+
+
 @pytest.mark.parametrize("policy", ["run", "0", "1"])
 def test_every_policy_decodes_the_same_tokens(
     policy: str,
@@ -40,20 +50,8 @@ def test_every_policy_decodes_the_same_tokens(
     tiny_store: tuple[ModelStore, dict[str, Path]],
 ) -> None:
     store, _ = tiny_store
+    model = store.path("tiny-llama-fused") / "model.onnx"
     monkeypatch.setenv("LLMNODE_ORT_SPIN", policy)
-    session, _ = create_session(
-        store.path("tiny-llama-fused") / "model.onnx", prefer_gpu=False, threads=2
-    )
-    batch = open_batch(session, shared_buffer=True, slots=1, max_positions=64)
-    tokens = [int(np.argmax(batch.prefill([5, 6, 7, 8])))]
-    for _ in range(8):
-        tokens.append(int(np.argmax(batch.step([tokens[-1]])[0])))
+    tokens = _greedy_tokens(model)
     monkeypatch.setenv("LLMNODE_ORT_SPIN", "0")
-    reference, _ = create_session(
-        store.path("tiny-llama-fused") / "model.onnx", prefer_gpu=False, threads=2
-    )
-    again = open_batch(reference, shared_buffer=True, slots=1, max_positions=64)
-    expected = [int(np.argmax(again.prefill([5, 6, 7, 8])))]
-    for _ in range(8):
-        expected.append(int(np.argmax(again.step([expected[-1]])[0])))
-    assert tokens == expected
+    assert tokens == _greedy_tokens(model)
