@@ -77,13 +77,9 @@ def members(node: Node) -> list[dict[str, Any]]:
                  "util_pct": gpu.utilization_pct}
                 for gpu in res.gpus
             ]  # fmt: skip
-            # Running and waiting as `llmnode peers` shows them: this node's own now, a peer's
-            # as last seen on its replies (None: not known); records carry no live load.
-            live = (
-                reports.own_load(node)
-                if row["self"]
-                else reports.peer_load(node.view, member.node, record, now)
-            )
+            # Running and waiting as `llmnode peers` shows them (None: not known); records
+            # carry no live load.
+            live = reports.member_load(node, member.node, record, now)
             for info in record.services:
                 kind = "models" if info.kind == "model" else "agents"
                 row[kind].append(info.name.removeprefix("model:"))

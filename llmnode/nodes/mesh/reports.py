@@ -100,7 +100,7 @@ def peers_report(node: Node) -> list[dict[str, object]]:
                 else (record.resources.ram_free_mb if record else 0),
                 "cpu_cores": record.resources.cpu_cores if record else 0,
                 "services": record.services if record else [],
-                "load": own_load(node) if own else peer_load(node.view, member.node, record, now),
+                "load": member_load(node, member.node, record, now),
                 "models_stored": record.models_stored if record else [],
                 "model_memory_mb": record.model_memory_mb if record else 0,
                 "last_heard_s": 0.0
@@ -111,6 +111,16 @@ def peers_report(node: Node) -> list[dict[str, object]]:
             }
         )
     return rows
+
+
+def member_load(
+    node: Node, member: bytes, record: NodeState | None, now: float
+) -> dict[str, dict[str, object]]:
+    """A member's load per service as every view shows it (`peers`, the dashboard, `top`):
+    this node's own now, a peer's as in :func:`peer_load`."""
+    if member == node.node_id:
+        return own_load(node)
+    return peer_load(node.view, member, record, now)
 
 
 def own_load(node: Node) -> dict[str, dict[str, object]]:
