@@ -60,16 +60,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy
+
 from llmnode.errors import NoCapacity
-from llmnode.nodes.mesh.records import service_time_class
 from llmnode.nodes.mesh.view import MeshView
-from llmnode.nodes.requests.candidates import candidates as node_candidates
+from llmnode.nodes.requests.candidates import ServiceIndex, pick, refreshed, shortlist
 from llmnode.nodes.requests.loads import PROBES, stale_sample
-from llmnode.nodes.requests.scheduler import (
-    InFlightLedger,
-    choose,
-    estimate_completion_ms,
-)
+from llmnode.nodes.requests.scheduler import Candidate, InFlightLedger
+from llmnode.schemas.config import NodeConfig
 from llmnode.schemas.state import NodeState, Resources, ServiceInfo, ServiceLoad
 
 SERVICE = "model:bench"
@@ -157,6 +155,7 @@ class Job:
     refusals: int = 0
     done: bool = False
     queried: bool = False  # load on demand: stale candidates already asked for this job
+    listed: list[Candidate] = field(default_factory=list)  # the shortlist they were asked from
 
 
 @dataclass
@@ -191,15 +190,19 @@ class Simulation:
         specs: list[NodeSpec] | None = None,
         piggyback: bool = True,
         accept_counts_admitted: bool = True,
-        load_on_demand: bool = False,
+        load_on_demand: bool = True,
+        warmup_fraction: float = 0.1,
     ) -> None:
+        self.warmup_fraction = warmup_fraction
         self.policy = policy
         # Load on demand (the node as built since issue 18): records carry capabilities only,
         # published once; a stale sample of candidates is asked (one RTT) before choosing.
         self.load_on_demand = load_on_demand
         self.specs = mesh() if specs is None else specs
         self.nodes = [NodeRuntime(spec) for spec in self.specs]
-        self.published_band = [0] * len(self.specs)
+        self.published_ms = [0.0] * len(self.specs)  # service time in the last record
+        self.published_at = [0.0] * len(self.specs)
+        self.records_published = 0
         self.node_ids = [index.to_bytes(2, "big") * 16 for index in range(len(self.specs))]
         self.rate = load * sum(spec.throughput for spec in self.specs)
         self.requests = requests
@@ -219,19 +222,21 @@ class Simulation:
         self.fresh: list[dict[int, tuple[int, int, float]]] = [{} for _ in self.specs]
         # ... and each entry's real MeshView, fed the same, read by the node's candidate filter.
         self.views = [MeshView(node, str(index)) for index, node in enumerate(self.node_ids)]
+        self.indexes = [ServiceIndex(view) for view in self.views]
+        self.oracle_slots = numpy.array([max(spec.slots, 1) for spec in self.specs], float)
+        self.oracle_service_ms = numpy.array([spec.mean_service * 1000 for spec in self.specs])
+        self.oracle_rtt_ms = RTT * 1000
+        started = [  # each node's record as published at start: no load in it
+            _record(index, ServiceLoad(slots=spec.slots, queue_limit=QUEUE_LIMIT))
+            for index, spec in enumerate(self.specs)
+        ]
         for index, view in enumerate(self.views):
-            own = ServiceLoad(slots=self.specs[index].slots, queue_limit=QUEUE_LIMIT)
-            view.set_record(self.node_ids[index], str(index), _record(index, own), 0, 0.0)
+            view.set_record(self.node_ids[index], str(index), started[index], 0, 0.0)
             for other in range(len(self.specs)):
                 if other != index:
                     view.observe_rtt(self.node_ids[other], RTT * 1000)
-                    if load_on_demand:  # its record, as published at start: no load in it
-                        capability = ServiceLoad(
-                            slots=self.specs[other].slots, queue_limit=QUEUE_LIMIT
-                        )
-                        view.set_record(
-                            self.node_ids[other], str(other), _record(other, capability), 1, 0.0
-                        )
+                    if load_on_demand:
+                        view.set_record(self.node_ids[other], str(other), started[other], 1, 0.0)
         self.piggyback = piggyback
         self.accept_counts_admitted = accept_counts_admitted
         self.round_robin = [index for index in range(len(self.specs))]
@@ -240,6 +245,7 @@ class Simulation:
         self.warmup_end = 0.0
         self.window_end = math.inf
         self.arrived = 0
+        self.unanswered = 0  # arrived, not answered yet
 
     # -- event plumbing -------------------------------------------------------------------------
 
@@ -263,8 +269,10 @@ class Simulation:
         self.push(self.arrivals.expovariate(self.rate), ARRIVAL, None)
         for index in range(len(self.nodes)):
             self.push(self.gossip_rng.uniform(0.0, GOSSIP_INTERVAL), PUBLISH, index)
-        # Warm-up: the first 10 % of requests (time for gossip and EWMAs to settle).
-        warmup_requests = self.requests // 10
+        # Warm-up: the first 10 % of requests (time for records and EWMAs to settle); half in
+        # the large mesh, where a thousand nodes start loaded at once (a cold start that takes
+        # about 8 s to drain, see BENCHMARKS.md).
+        warmup_requests = int(self.requests * self.warmup_fraction)
         self.warmup_end = warmup_requests / self.rate
         self.window_end = self.requests / self.rate
         events = self.events
@@ -275,12 +283,13 @@ class Simulation:
             handlers[kind](at, payload)
 
     def pending(self) -> bool:
-        return any(node.total for node in self.nodes) or self.arrived < self.requests
+        return self.unanswered > 0 or self.arrived < self.requests
 
     # -- arrivals and routing ------------------------------------------------------------------
 
     def on_arrival(self, now: float, _: Any) -> None:
         self.arrived += 1
+        self.unanswered += 1
         job = Job(
             arrival=now,
             entry=self.arrivals.randrange(len(self.nodes)),
@@ -294,16 +303,24 @@ class Simulation:
         self.route(now, job)
 
     def route(self, now: float, job: Job) -> None:
-        if self.load_on_demand and self.policy == "llmnode" and not job.queried:
+        if self.policy == "llmnode" and not job.queried:
             job.queried = True
-            candidates = node_candidates(self.views[job.entry], SERVICE, now)
-            sample = stale_sample(candidates, now, STALE_S, PROBES, self.policy_rng)
+            excluded = frozenset(self.node_ids[index] for index in job.excluded)
+            job.listed = shortlist(
+                self.indexes[job.entry], SERVICE, now, self.ledgers[job.entry], self.policy_rng,
+                exclude=excluded, local_load=self.local_load(job.entry),
+            )  # fmt: skip
+            sample = (
+                stale_sample(job.listed, now, STALE_S, PROBES, self.policy_rng)
+                if self.load_on_demand
+                else []
+            )
             if sample:  # a LoadQuery to each, answered one RTT later with the load now
                 answers = []
                 for candidate in sample:
                     index = int.from_bytes(candidate.node[:2], "big")
                     node = self.nodes[index]
-                    answers.append((index, node.queue_depth, node.busy))
+                    answers.append((index, node.queue_depth, node.busy, node.ewma_service_ms))
                 self.push(now + RTT, LOAD_ANSWERS, (job, answers))
                 return
         target = self.pick(now, job)
@@ -330,27 +347,30 @@ class Simulation:
                     return index
             return -1
         if self.policy == "oracle":
-            best, best_estimate = -1, math.inf
-            for index, node in enumerate(self.nodes):
-                if index in job.excluded:
-                    continue
-                rtt_ms = 0.0 if index == job.entry else RTT * 1000
-                estimate = estimate_completion_ms(
-                    node.total, node.spec.slots, node.spec.mean_service * 1000, rtt_ms
-                )
-                if estimate < best_estimate:
-                    best, best_estimate = index, estimate
-            return best
+            return self.pick_oracle(job)
         return self.pick_llmnode(now, job)
 
-    def pick_llmnode(self, now: float, job: Job) -> int:
-        """The node's own path: its MeshView fed with the gossiped records and piggybacked load
-        this entry received, filtered by :func:`llmnode.nodes.requests.candidates.candidates`
-        (the router's candidate filter), then :func:`choose`."""
-        entry = job.entry
+    def pick_oracle(self, job: Job) -> int:
+        """The node with the lowest ``scheduler.estimate_completion_ms`` on true queues and means.
+
+        Vectorised (the same formula, term for term, so the same float results and the same
+        first minimum as a loop over the nodes): a loop costs 1 ms a request at 1,000 nodes.
+        """
+        slots, service_ms = self.oracle_slots, self.oracle_service_ms
+        ahead = numpy.fromiter((node.total for node in self.nodes), float, len(self.nodes))
+        waiting = numpy.maximum(0.0, ahead - slots + 1.0) / slots
+        base = (1.0 + waiting) * service_ms
+        estimate = base + self.oracle_rtt_ms
+        estimate[job.entry] = base[job.entry]  # no round trip to itself
+        if job.excluded:
+            estimate[list(job.excluded)] = math.inf
+        best = int(numpy.argmin(estimate))
+        return -1 if math.isinf(estimate[best]) else best
+
+    def local_load(self, entry: int) -> Callable[[str], ServiceLoad]:
         local = self.nodes[entry]
 
-        def local_load(service: str) -> ServiceLoad:
+        def load(service: str) -> ServiceLoad:
             return ServiceLoad(
                 slots=local.spec.slots,
                 queue_limit=QUEUE_LIMIT,
@@ -359,10 +379,22 @@ class Simulation:
                 ewma_service_ms=local.ewma_service_ms,
             )
 
-        candidates = node_candidates(self.views[entry], SERVICE, now, local_load=local_load)
+        return load
+
+    def pick_llmnode(self, now: float, job: Job) -> int:
+        """The node's own path, as the router takes it: its MeshView fed with the records and
+        the load this entry received, a :func:`shortlist` (made in :meth:`route`, before the
+        load queries), refreshed with their answers, then :func:`pick`."""
+        entry = job.entry
+        view, local_load = self.views[entry], self.local_load(entry)
+        listed = refreshed(view, job.listed, now, local_load)
+        job.queried = False  # a re-route (refused) draws a new shortlist
         excluded = frozenset(self.node_ids[index] for index in job.excluded)
         try:
-            choice = choose(candidates, self.ledgers[entry], now, self.policy_rng, exclude=excluded)
+            choice = pick(
+                self.indexes[entry], SERVICE, listed, now, self.ledgers[entry], self.policy_rng,
+                exclude=excluded, local_load=local_load,
+            )  # fmt: skip
         except NoCapacity:
             return -1
         return int.from_bytes(choice.node[:2], "big")
@@ -379,8 +411,10 @@ class Simulation:
                 self.start(now, job.target, job)
             else:
                 node.waiting.append(job)
-            snapshot = (node.queue_depth, node.busy) if self.accept_counts_admitted else before
-            self.reply_load(now, job, snapshot)
+            queue_depth, busy = (
+                (node.queue_depth, node.busy) if self.accept_counts_admitted else before
+            )
+            self.reply_load(now, job, (queue_depth, busy, node.ewma_service_ms))
             if self.piggyback and job.target != job.entry:
                 self.push(now + HEARTBEAT_INTERVAL, HEARTBEAT, job)
         else:
@@ -388,23 +422,23 @@ class Simulation:
             delay = 0.0 if job.target == job.entry else RTT / 2
             self.push(now + delay, REFUSED, (job, job.target))
 
-    def reply_load(self, now: float, job: Job, snapshot: tuple[int, int]) -> None:
+    def reply_load(self, now: float, job: Job, snapshot: tuple[int, int, float]) -> None:
         """An Accept (or heartbeat) leaves the serving node for the entry node."""
         if self.policy == "llmnode" and self.piggyback and job.target != job.entry:
             self.push(now + RTT / 2, ACCEPT, (job, snapshot))
 
-    def on_accept(self, now: float, payload: tuple[Job, tuple[int, int]]) -> None:
-        job, (queue_depth, in_flight) = payload
+    def on_accept(self, now: float, payload: tuple[Job, tuple[int, int, float]]) -> None:
+        job, (queue_depth, in_flight, service_ms) = payload
         self.fresh[job.entry][job.target] = (queue_depth, in_flight, now)
         self.views[job.entry].observe_load(
-            self.node_ids[job.target], SERVICE, queue_depth, in_flight, now
+            self.node_ids[job.target], SERVICE, queue_depth, in_flight, now, service_ms
         )
 
     def on_heartbeat(self, now: float, job: Job) -> None:
         if job.done:
             return
         node = self.nodes[job.target]
-        self.reply_load(now, job, (node.queue_depth, node.busy))
+        self.reply_load(now, job, (node.queue_depth, node.busy, node.ewma_service_ms))
         self.push(now + HEARTBEAT_INTERVAL, HEARTBEAT, job)
 
     def service_time(self, spec: NodeSpec, job: Job) -> float:
@@ -441,16 +475,19 @@ class Simulation:
         job.done = True
         delay = 0.0 if job.target == job.entry else RTT / 2
         # The Result carries the load as the request left (the next one, if any, started).
-        self.push(now + delay, ANSWER, (job, service_ms, (node.queue_depth, node.busy)))
+        load = (node.queue_depth, node.busy, node.ewma_service_ms)
+        self.push(now + delay, ANSWER, (job, service_ms, load))
 
-    def on_answer(self, now: float, payload: tuple[Job, float, tuple[int, int]]) -> None:
-        job, service_ms, (queue_depth, in_flight) = payload
+    def on_answer(self, now: float, payload: tuple[Job, float, tuple[int, int, float]]) -> None:
+        job, service_ms, (queue_depth, in_flight, node_service_ms) = payload
+        self.unanswered -= 1
         if self.policy == "llmnode":
             if self.piggyback and job.target != job.entry:
                 self.fresh[job.entry][job.target] = (queue_depth, in_flight, now)
                 self.views[job.entry].observe_load(
-                    self.node_ids[job.target], SERVICE, queue_depth, in_flight, now
-                )
+                    self.node_ids[job.target], SERVICE, queue_depth, in_flight, now,
+                    node_service_ms,
+                )  # fmt: skip
             self.ledgers[job.entry].finished(
                 self.node_ids[job.target], SERVICE, job.request_id, now, service_ms
             )
@@ -466,11 +503,13 @@ class Simulation:
                 self.ledgers[job.entry].refused(self.node_ids[refused_by], SERVICE, job.request_id)
         self.route(now, job)
 
-    def on_load_answers(self, now: float, payload: tuple[Job, list[tuple[int, int, int]]]) -> None:
+    def on_load_answers(
+        self, now: float, payload: tuple[Job, list[tuple[int, int, int, float]]]
+    ) -> None:
         job, answers = payload
-        for index, queue_depth, in_flight in answers:
+        for index, queue_depth, in_flight, service_ms in answers:
             self.views[job.entry].observe_load(
-                self.node_ids[index], SERVICE, queue_depth, in_flight, now
+                self.node_ids[index], SERVICE, queue_depth, in_flight, now, service_ms
             )
         self.route(now, job)
 
@@ -478,15 +517,31 @@ class Simulation:
 
     def on_publish(self, now: float, index: int) -> None:
         if self.policy == "llmnode" and self.load_on_demand:
-            # A new record only when the service time leaves its band (capability_key)
-            band = service_time_class(self.nodes[index].ewma_service_ms)
-            if band == self.published_band[index]:
+            # A new record when the service time is first measured, or the record is
+            # RECORD_REFRESH_S old (records.needs_signing); it travels with the load otherwise.
+            ewma_ms = self.nodes[index].ewma_service_ms
+            first = self.published_ms[index] == 0.0 and ewma_ms > 0.0
+            if not first and now - self.published_at[index] < RECORD_REFRESH_S:
                 self.push(now + GOSSIP_INTERVAL, PUBLISH, index)
                 return
-            self.published_band[index] = band
+            self.published_ms[index], self.published_at[index] = ewma_ms, now
+            self.records_published += 1
         if self.policy == "llmnode":
             node = self.nodes[index]
-            snapshot = (node.queue_depth, node.busy, node.ewma_service_ms, now)
+            load = ServiceLoad(
+                slots=self.specs[index].slots,
+                queue_limit=QUEUE_LIMIT,
+                queue_depth=node.queue_depth,
+                in_flight=node.busy,
+                ewma_service_ms=node.ewma_service_ms,
+            )
+            snapshot = (
+                node.queue_depth,
+                node.busy,
+                node.ewma_service_ms,
+                now,
+                _record(index, load),
+            )
             for observer in range(len(self.nodes)):
                 if observer != index:
                     delay = self.gossip_rng.uniform(0.0, GOSSIP_INTERVAL) + RTT / 2
@@ -494,9 +549,9 @@ class Simulation:
         self.push(now + GOSSIP_INTERVAL, PUBLISH, index)
 
     def on_gossip(
-        self, now: float, payload: tuple[int, int, tuple[int, int, float, float]]
+        self, now: float, payload: tuple[int, int, tuple[int, int, float, float, NodeState]]
     ) -> None:
-        observer, origin, (queue_depth, in_flight, ewma_service_ms, version) = payload
+        observer, origin, (queue_depth, in_flight, ewma_service_ms, version, record) = payload
         view = self.gossip[observer]
         previous = view.get(origin)
         # Records arrive out of order through different relays; an older version is dropped.
@@ -504,15 +559,8 @@ class Simulation:
         if previous is not None and previous[4] > version:
             return
         view[origin] = (queue_depth, in_flight, ewma_service_ms, now, version)
-        load = ServiceLoad(
-            slots=self.specs[origin].slots,
-            queue_limit=QUEUE_LIMIT,
-            queue_depth=queue_depth,
-            in_flight=in_flight,
-            ewma_service_ms=ewma_service_ms,
-        )
         self.views[observer].set_record(
-            self.node_ids[origin], str(origin), _record(origin, load), int(version * 1e6), now
+            self.node_ids[origin], str(origin), record, int(version * 1e6), now
         )
 
     # -- results --------------------------------------------------------------------------------
@@ -542,6 +590,8 @@ ARRIVAL, DELIVER, DONE, ANSWER, REFUSED, PUBLISH, GOSSIP, ACCEPT, HEARTBEAT, LOA
     10
 )
 STALE_S = 2.0  # the node's: two probe intervals (llmnode/nodes/node.py)
+LARGE_WARMUP_FRACTION = 0.5
+RECORD_REFRESH_S = NodeConfig().record_refresh_s
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -557,9 +607,13 @@ def simulate(
     requests: int,
     seed: int,
     specs: list[NodeSpec] | None = None,
+    *,
+    warmup_fraction: float = 0.1,
     **options: bool,
 ) -> dict[str, Any]:
-    simulation = Simulation(policy, load, requests, seed, specs=specs, **options)
+    simulation = Simulation(
+        policy, load, requests, seed, specs=specs, warmup_fraction=warmup_fraction, **options
+    )
     simulation.run()
     return {"load": load, **simulation.result()}
 
@@ -767,9 +821,23 @@ def main() -> None:
         "--no-piggyback", action="store_true", help="gossip only: no load on Accept/Result"
     )
     parser.add_argument(
-        "--load-on-demand",
+        "--gossiped-load",
         action="store_true",
-        help="no load in gossip: stale candidates are asked, one RTT (the node since issue 18)",
+        help="the design before issue 18: every record, load included, gossiped every 200 ms "
+        "(default: the node's design: records carry capabilities, stale candidates are asked)",
+    )
+    parser.add_argument(
+        "--large-nodes",
+        type=int,
+        default=1000,
+        help="also simulate a mesh of this many nodes (the speed shapes repeated) at 80 %% "
+        "load with llmnode, oracle and random (0 skips it)",
+    )
+    parser.add_argument(
+        "--large-requests",
+        type=int,
+        default=600_000,
+        help="requests in the large mesh's runs; the first half is its warm-up",
     )
     parser.add_argument(
         "--accept-excludes-admitted",
@@ -788,7 +856,7 @@ def main() -> None:
     options = {
         "piggyback": not arguments.no_piggyback,
         "accept_counts_admitted": not arguments.accept_excludes_admitted,
-        "load_on_demand": arguments.load_on_demand,
+        "load_on_demand": not arguments.gossiped_load,
     }
     parallelism_requests = (
         arguments.requests
@@ -819,6 +887,18 @@ def main() -> None:
                 options,
             )
             scenarios["parallelism"] = scenario_figures(parallelism)
+        if arguments.large_nodes > 0:
+            large = simulation_summary(
+                "speed",
+                [0.8],
+                [policy for policy in arguments.policies if policy != "round_robin"],
+                arguments.large_requests,
+                arguments.seed,
+                options,
+                nodes=arguments.large_nodes,
+                warmup_fraction=LARGE_WARMUP_FRACTION,
+            )
+            scenarios[f"speed_{arguments.large_nodes}"] = scenario_figures(large)
         summary["scenarios"] = scenarios
         summary["scenario_note"] = SCENARIO_NOTE
     if arguments.real:
@@ -858,12 +938,22 @@ def simulation_summary(
     requests: int,
     seed: int,
     options: dict[str, bool],
+    *,
+    nodes: int = 0,
+    warmup_fraction: float = 0.1,
 ) -> dict[str, Any]:
     specs = SCENARIOS[scenario]()
+    if nodes:  # the scenario's shapes repeated: the same mix of nodes, many more of them
+        specs = [specs[index % len(specs)] for index in range(nodes)]
+        scenario = f"{scenario}_{nodes}"
     runs: list[dict[str, Any]] = []
     for load in loads:
         for policy in policies:
-            result = simulate(policy, load, requests, seed, specs, **options)
+            started = time.perf_counter()
+            result = simulate(
+                policy, load, requests, seed, specs, warmup_fraction=warmup_fraction, **options
+            )
+            result["wall_s"] = round(time.perf_counter() - started, 1)
             runs.append(result)
             print(
                 f"{scenario:<11} load={load:.2f} {policy:<12} p50={result['p50_ms']:8.2f} ms "
@@ -886,11 +976,14 @@ def simulation_summary(
     return {
         "nodes": len(specs),
         "requests_per_run": requests,
-        "slots": [spec.slots for spec in specs],
-        "mean_service_ms": [round(spec.mean_service * 1000, 1) for spec in specs],
+        "slots": [spec.slots for spec in specs[:16]] + (["..."] if len(specs) > 16 else []),
+        "mean_service_ms": [round(spec.mean_service * 1000, 1) for spec in specs[:16]]
+        + (["..."] if len(specs) > 16 else []),
         "seed": seed,
         "gossip_interval_ms": GOSSIP_INTERVAL * 1000,
         "piggyback": options["piggyback"],
+        "load_on_demand": options["load_on_demand"],
+        "warmup_fraction": warmup_fraction,
         "accept_counts_admitted": options["accept_counts_admitted"],
         "loads": [
             {key: run[key] for key in ("policy", "load", "p50_ms", "p99_ms")} for run in runs

@@ -29,6 +29,7 @@ class Accept(WireMessage, frozen=True):
     id: bytes
     queue_depth: int = -1
     in_flight: int = -1
+    ewma_service_ms: float = 0.0  # the service's smoothed time per request; 0 means unknown
 
 
 class Refuse(WireMessage, frozen=True):
@@ -54,6 +55,7 @@ class Result(WireMessage, frozen=True):
     chunks: int = 0  # how many chunks preceded it, so the caller can detect a gap
     queue_depth: int = -1  # the service's load as this request finished (see Accept)
     in_flight: int = -1
+    ewma_service_ms: float = 0.0
 
 
 class ErrorReply(WireMessage, frozen=True):

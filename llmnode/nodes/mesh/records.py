@@ -65,15 +65,7 @@ def decode_state(record: SignedRecord) -> NodeState:
         raise Rejected("bad_record", str(error)[:200]) from error
 
 
-SERVICE_TIME_STEP = 1.25  # a service time 25 % away from the one last gossiped is a change
 MEMORY_STEP = 1.1  # memory for models: a change of a tenth is gossiped
-
-
-def service_time_class(ewma_service_ms: float) -> int:
-    """Which band of width ×1.25 a service time falls in (0: not measured yet)."""
-    if ewma_service_ms <= 0.0:
-        return 0
-    return 1 + math.floor(math.log(ewma_service_ms) / math.log(SERVICE_TIME_STEP))
 
 
 def memory_class(memory_mb: int) -> int:
@@ -87,9 +79,11 @@ def memory_class(memory_mb: int) -> int:
 def capability_key(state: NodeState) -> bytes:
     """What of ``state`` is gossiped as a change: everything but the fast-changing figures (each
     service's queue, in-flight count and counters; free memory and utilisation; requests
-    served), which travel on replies and :class:`LoadReport` instead. A service time counts
-    only by its band (:func:`service_time_class`): it moves slowly, and callers need it for
-    nodes they have not sent to yet; the memory for models likewise (:func:`memory_class`)."""
+    served), which travel on replies and :class:`LoadReport` instead. So does a service's
+    time per request: only its first measurement is news (callers weigh nodes they have never
+    heard from by the record's figure); after that it travels with the load, since an average
+    of a few requests' times crosses any band's edge several times a second under load. The
+    memory for models counts by its band (:func:`memory_class`)."""
     services = [
         msgspec.structs.replace(
             info,
@@ -97,7 +91,7 @@ def capability_key(state: NodeState) -> bytes:
                 slots=info.load.slots,
                 queue_limit=info.load.queue_limit,
                 memory_mb=info.load.memory_mb,
-                ewma_service_ms=float(service_time_class(info.load.ewma_service_ms)),
+                ewma_service_ms=1.0 if info.load.ewma_service_ms > 0.0 else 0.0,
             ),
         )
         for info in state.services
@@ -131,14 +125,15 @@ def needs_signing(
     # changed only once it is a band's width (a tenth) away from the value last signed. (32
     # nodes on one busy machine re-signed together up to 7 times a minute: 3x the bytes.)
     others = msgspec.structs.replace(state, model_memory_mb=last.model_memory_mb)
-    return capability_key(others) != capability_key(last) or memory_moved(
-        last.model_memory_mb, state.model_memory_mb
+    return capability_key(others) != capability_key(last) or moved(
+        last.model_memory_mb, state.model_memory_mb, MEMORY_STEP
     )
 
 
-def memory_moved(signed_mb: int, now_mb: int) -> bool:
-    """Whether the memory for models moved a band's width (×1.1) from ``signed_mb``."""
-    low, high = sorted((signed_mb, now_mb))
+def moved(signed: float, now: float, step: float) -> bool:
+    """Whether a figure moved a band's width (×``step``) from the value last signed (from
+    nothing to something always counts)."""
+    low, high = sorted((signed, now))
     if low <= 0:
         return high > 0
-    return high >= MEMORY_STEP * low
+    return high >= step * low

@@ -142,15 +142,17 @@ def peer_load(
     """A peer's load per service, as fresh as this node knows it. Load is not gossiped (the
     record's queue and in-flight counts are those of when it was signed, possibly long ago):
     it comes from the replies of requests sent there and from load reports, with its age.
-    Never heard: queue, in-flight and age are None (not known). The service time is the
-    record's, gossiped by band (about right, not live)."""
+    Never heard: queue, in-flight and age are None (not known), and the service time is the
+    record's (as of when it was signed)."""
     rows: dict[str, dict[str, object]] = {}
     for info in record.services if record else []:
         seen = view.fresh_load.get((peer, info.name))
         rows[info.name] = {
-            "queue": None if seen is None else seen[0],
-            "in_flight": None if seen is None else seen[1],
-            "service_ms": round(info.load.ewma_service_ms, 1),
-            "age_s": None if seen is None else round(max(0.0, now - seen[2]), 1),
+            "queue": None if seen is None else seen.queue_depth,
+            "in_flight": None if seen is None else seen.in_flight,
+            "service_ms": round(
+                (seen.service_ms if seen is not None else 0.0) or info.load.ewma_service_ms, 1
+            ),
+            "age_s": None if seen is None else round(max(0.0, now - seen.at), 1),
         }
     return rows

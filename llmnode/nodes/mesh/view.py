@@ -10,7 +10,7 @@ membership forgets (its tombstone expired) is forgotten here too, so the view st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 
@@ -38,15 +38,38 @@ class Peer:
     record_time: float = 0.0  # when we received that record
 
 
+class SeenLoad(NamedTuple):
+    """A service's load as a reply or load report told it (records do not carry load)."""
+
+    queue_depth: int
+    in_flight: int
+    at: float  # when we heard it
+    service_ms: float = 0.0  # the node's smoothed service time then; 0 means not told
+
+
+class LoadBearing(Protocol):
+    """A reply that carries its service's load: ``Accept``, ``Result``, ``LoadReport``."""
+
+    @property
+    def queue_depth(self) -> int: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def ewma_service_ms(self) -> float: ...
+
+
 class MeshView:
     def __init__(self, self_id: bytes, self_text: str) -> None:
         self.self_id = self_id
         self.members: MemberStates | None = None  # set once membership runs
         self.peers: dict[bytes, Peer] = {self_id: Peer(node=self_id, node_text=self_text)}
         self.rtt_ms: dict[bytes, float] = {}
-        # (node, service) -> (queue depth, in flight, when): load piggybacked on replies,
-        # fresher than the gossiped record.
-        self.fresh_load: dict[tuple[bytes, str], tuple[int, int, float]] = {}
+        # (node, service) -> the load piggybacked on its replies and load reports: fresher than
+        # the record, which carries capabilities.
+        self.fresh_load: dict[tuple[bytes, str], SeenLoad] = {}
+        # Bumped whenever a record is stored or a member forgotten: whoever indexes the records
+        # (:class:`llmnode.nodes.requests.candidates.ServiceIndex`) rebuilds when it moves.
+        self.records_version = 0
 
     def state_of(self, node: bytes) -> str:
         """alive, suspect, dead or left, as membership says (this node: always alive)."""
@@ -61,6 +84,8 @@ class MeshView:
         if peer is None:
             peer = self.peers[node] = Peer(node=node, node_text=node_text)
         if version >= peer.record_version:
+            if record is not peer.record:
+                self.records_version += 1
             peer.record, peer.record_version, peer.record_time = record, version, now
 
     def record_version(self, node: bytes) -> int:
@@ -71,7 +96,8 @@ class MeshView:
         """Drop everything about ``node`` (membership forgot it)."""
         if node == self.self_id:
             return
-        self.peers.pop(node, None)
+        if self.peers.pop(node, None) is not None:
+            self.records_version += 1
         self.rtt_ms.pop(node, None)
         for key in [key for key in self.fresh_load if key[0] == node]:
             del self.fresh_load[key]
@@ -81,10 +107,25 @@ class MeshView:
         self.rtt_ms[node] = rtt_ms if previous is None else 0.8 * previous + 0.2 * rtt_ms
 
     def observe_load(
-        self, node: bytes, service: str, queue_depth: int, in_flight: int, now: float
+        self,
+        node: bytes,
+        service: str,
+        queue_depth: int,
+        in_flight: int,
+        now: float,
+        service_ms: float = 0.0,
     ) -> None:
         if queue_depth >= 0 and in_flight >= 0 and node in self.peers:
-            self.fresh_load[(node, service)] = (queue_depth, in_flight, now)
+            if not service_ms > 0.0:  # not told (or nonsense): keep the last one we were told
+                previous = self.fresh_load.get((node, service))
+                service_ms = 0.0 if previous is None else previous.service_ms
+            self.fresh_load[(node, service)] = SeenLoad(queue_depth, in_flight, now, service_ms)
+
+    def observe_reply(self, node: bytes, service: str, reply: LoadBearing, now: float) -> None:
+        """The load ``reply`` carries (see :meth:`observe_load`)."""
+        self.observe_load(
+            node, service, reply.queue_depth, reply.in_flight, now, reply.ewma_service_ms
+        )
 
     def resolve(self, target: str) -> bytes | None:
         """A node named ``target``: its name, or a prefix (≥ 6 chars) of its base32 id."""
@@ -110,12 +151,17 @@ class MeshView:
         return found
 
     def current_load(self, peer: Peer, info: ServiceInfo) -> ServiceLoad:
-        """``info``'s load with the freshest queue and in-flight counts known: from replies and
-        load reports when newer than the record (records do not carry live load)."""
+        """``info``'s load with the freshest queue, in-flight count and service time known: from
+        replies and load reports when newer than the record (records do not carry live load)."""
         fresh = self.fresh_load.get((peer.node, info.name))
-        if fresh is None or fresh[2] <= peer.record_time:
+        if fresh is None or fresh.at <= peer.record_time:
             return info.load
-        return msgspec.structs.replace(info.load, queue_depth=fresh[0], in_flight=fresh[1])
+        return msgspec.structs.replace(
+            info.load,
+            queue_depth=fresh.queue_depth,
+            in_flight=fresh.in_flight,
+            ewma_service_ms=fresh.service_ms or info.load.ewma_service_ms,
+        )
 
     def advertised_anywhere(self, service: str, only: bytes | None = None) -> bool:
         """Whether any node (or node ``only``) advertises ``service``, whatever its state."""

@@ -85,9 +85,8 @@ class LoadSampler:
 
     def on_report(self, sender: bytes, report: LoadReport) -> None:
         """An answer: note the load in the view and wake the caller waiting for it."""
-        self._view.observe_load(  # a node's own load, whoever asked (placement asks too)
-            sender, report.service, report.queue_depth, report.in_flight, self._clock()
-        )
+        # a node's own load, whoever asked (placement asks too)
+        self._view.observe_reply(sender, report.service, report, self._clock())
         waiting = self._waiting.get(report.id)
         if waiting is None or waiting[0] != sender:
             return

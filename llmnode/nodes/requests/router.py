@@ -32,12 +32,12 @@ from llmnode.errors import (
 from llmnode.log import get_logger
 from llmnode.nodes.mesh.view import MeshView
 from llmnode.nodes.requests.backoff import back_off
-from llmnode.nodes.requests.candidates import candidates as find_candidates
+from llmnode.nodes.requests.candidates import Chooser, ServiceIndex
 from llmnode.nodes.requests.hedging import race
 from llmnode.nodes.requests.loads import LoadSampler
 from llmnode.nodes.requests.outcomes import AttemptFailed, at_deadline, failed_error, typed_error
 from llmnode.nodes.requests.retry import ErrorKind, RetryPolicy
-from llmnode.nodes.requests.scheduler import Candidate, Choice, InFlightLedger, choose
+from llmnode.nodes.requests.scheduler import Candidate, Choice, InFlightLedger
 from llmnode.nodes.requests.server import RequestServer
 from llmnode.nodes.requests.streams import (
     RESUMABLE_METHODS,
@@ -96,7 +96,8 @@ class Router:
         self.hedge = hedge  # send a second copy of a slow idempotent request elsewhere
         self.policy = policy or RetryPolicy()
         self.ledger = InFlightLedger()
-        self._result_load: dict[bytes, tuple[int, int]] = {}
+        self.chooser = Chooser(ServiceIndex(view), self.ledger, self.rng, clock, server.load_of)
+        self._result_load: dict[bytes, Result] = {}
         self.counters: Counter[str] = Counter()
 
     def on_reply(self, sender: bytes, message: Answer | LoadReport) -> None:
@@ -124,19 +125,14 @@ class Router:
             raise UnknownAgent(f"no node named {node_name!r} in the mesh")
         return service, only
 
-    def _candidates(self, service: str, only: bytes | None) -> list[Candidate]:
-        return find_candidates(
-            self._view, service, self._clock(), only=only, local_load=self._server.load_of
-        )
-
     def send_one_way(self, address: str, payload: bytes, caller: str) -> None:
         """Deliver a one-way message to one replica of an agent (``name`` or ``name@node``),
         chosen like a request's node; raises when no node hosts it or it cannot be reached."""
         service, only = self._target(address)
-        candidates = self._candidates(service, only)
+        candidates = self.chooser.shortlist(service, only)
         if not candidates:
             raise UnknownAgent(f"no agent named {service!r} in the mesh")
-        choice = choose(candidates, self.ledger, self._clock(), self.rng)
+        choice = self.chooser.pick(service, candidates, only)
         if not self._send(choice.node, OneWay(service=service, payload=payload, caller=caller)):
             raise TransportError(f"cannot reach the node hosting {service!r}")
 
@@ -188,9 +184,9 @@ class Router:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     raise at_deadline(last_error, service, timeout)
-                candidates = self._candidates(service, only)
-                if await self.loads.refresh(candidates):  # stale: ask a sample (Sparrow)
-                    candidates = self._candidates(service, only)
+                candidates = self.chooser.shortlist(service, only, frozenset(exclude))
+                if await self.loads.refresh(candidates):  # stale: ask them (Sparrow's probes)
+                    candidates = self.chooser.refreshed(candidates)
                 if not candidates:
                     if (
                         not self._view.advertised_anywhere(service, only)
@@ -203,10 +199,9 @@ class Router:
                     continue
                 attempts += 1
                 try:
-                    choice = choose(
-                        candidates, self.ledger, self._clock(), self.rng,
-                        exclude=frozenset(exclude), prefix=prefix,
-                    )  # fmt: skip
+                    choice = self.chooser.pick(
+                        service, candidates, only, exclude=frozenset(exclude), prefix=prefix
+                    )
                 except NoCapacity as error:
                     last_error = error
                     exclude.clear()  # everyone is full or refused: back off, then try them all
@@ -229,7 +224,7 @@ class Router:
                 )
                 try:
                     served_by, result = await self._attempt_or_hedge(
-                        choice, attempt, deliver, candidates, exclude
+                        choice, attempt, deliver, candidates, exclude, only
                     )
                 except Busy as error:
                     last_error = NoCapacity(f"every node serving {service!r} is busy ({error})")
@@ -285,6 +280,7 @@ class Router:
         deliver: OnChunk,
         candidates: list[Candidate],
         exclude: set[bytes],
+        only: bytes | None,
     ) -> tuple[bytes, bytes]:
         """One attempt; with hedging on, an idempotent, unstreamed request still unanswered after
         ``RetryPolicy.hedge_after`` (2× its estimate, at least 50 ms) is also sent to the next
@@ -299,10 +295,9 @@ class Router:
 
         def second() -> Coroutine[Any, Any, tuple[bytes, bytes]] | None:
             try:
-                other = choose(
-                    candidates, self.ledger, self._clock(), self.rng,
-                    exclude=frozenset({*exclude, choice.node}),
-                )  # fmt: skip
+                other = self.chooser.pick(
+                    request.service, candidates, only, exclude=frozenset({*exclude, choice.node})
+                )
             except NoCapacity:
                 return None
             self.counters["hedged"] += 1
@@ -337,7 +332,7 @@ class Router:
                 )
                 load = self._result_load.pop(request_id, None)
                 if load is not None:
-                    self._view.observe_load(node, service, load[0], load[1], now + 1e-6)
+                    self._view.observe_reply(node, service, load, now + 1e-6)
             else:
                 self._result_load.pop(request_id, None)
                 self.ledger.refused(node, service, request_id)
@@ -371,9 +366,7 @@ class Router:
                 if message is _PEER_DOWN:
                     raise AttemptFailed("peer_down", accepted)
                 if isinstance(message, Accept):
-                    self._view.observe_load(
-                        node, service, message.queue_depth, message.in_flight, self._clock()
-                    )
+                    self._view.observe_reply(node, service, message, self._clock())
                     if not accepted:
                         self._view.observe_rtt(node, (self._clock() - sent_at) * 1000.0)
                     accepted = True
@@ -386,7 +379,7 @@ class Router:
                 elif isinstance(message, Result):
                     # Its load snapshot excludes this request: apply it after the ledger has
                     # recorded the request finished (see _attempt), or it is subtracted twice.
-                    self._result_load[request_id] = (message.queue_depth, message.in_flight)
+                    self._result_load[request_id] = message  # its load, noted once it is final
                     return message.data
                 elif isinstance(message, Refuse | ErrorReply):
                     answered = True  # Busy, UnknownAgent, AccessDenied, a failure: typed

@@ -26,6 +26,10 @@ uniform sampling would starve them and overload slow ones. Service times are the
 EWMAs averaged again over successive reports (:meth:`InFlightLedger.reported_service_ms`): one
 report of an EWMA with a short memory is ±20 % noise, enough to rank nodes wrongly.
 
+In a large mesh the router passes only a shortlist (:func:`llmnode.nodes.requests.candidates.
+shortlist`): the local node plus ``d - 1`` others drawn the same way from a per-service index
+before anything is evaluated, so a decision does not cost more at 10,000 nodes than at 20.
+
 Sampling, rather than taking the global minimum, keeps the entry nodes,
 which all see the same stale gossip, from stampeding onto the node that looked idle: in the
 simulation (``benchmarks/scheduler.py``, 200 ms gossip) a full scan doubles p99 against d = 2,
@@ -50,6 +54,7 @@ NodeState = Literal["alive", "suspect", "dead", "left"]
 
 DEFAULT_SERVICE_MS = 100.0  # prior for a service time nobody has measured yet
 DEFAULT_CHOICES = 2  # d in power-of-d choices
+FULL_SCAN_BELOW = 8  # fewer capable candidates than this: compare them all
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,16 +266,21 @@ def _prior_ms(candidates: Sequence[Candidate], ledger: InFlightLedger) -> float:
     return sum(known) / len(known) if known else DEFAULT_SERVICE_MS
 
 
+def capacity_weight(slots: int, service_ms: float) -> float:
+    """How likely a node is to be sampled: slots^1.5 / service time.
+
+    Throughput (slots / service time) times a further √slots: a node with many slots absorbs a
+    burst that stale load hides with little waiting, a single-slot node queues at once.
+    """
+    return float(max(slots, 1) ** 1.5) / max(service_ms, 1e-3)
+
+
 def _sample_weighted(
     pool: list[tuple[Candidate, int, float]], count: int, rng: random.Random
 ) -> list[tuple[Candidate, int, float]]:
-    """``count`` entries without replacement, drawn in proportion to slots^1.5 / service time.
-
-    Throughput (slots / service time) times a further √slots: a node with many slots absorbs a
-    burst that stale gossip hides with little waiting, a single-slot node queues at once.
-    """
+    """``count`` entries without replacement, drawn in proportion to :func:`capacity_weight`."""
     remaining = list(pool)
-    weights = [max(entry[0].slots, 1) ** 1.5 / entry[2] for entry in remaining]
+    weights = [capacity_weight(entry[0].slots, entry[2]) for entry in remaining]
     picked: list[tuple[Candidate, int, float]] = []
     for _ in range(min(count, len(remaining))):
         total = sum(weights)
@@ -303,7 +313,7 @@ def choose(
     rng: random.Random,
     *,
     exclude: frozenset[bytes] = frozenset(),
-    full_scan_below: int = 8,
+    full_scan_below: int = FULL_SCAN_BELOW,
     choices: int = DEFAULT_CHOICES,
     service: str | None = None,
     prefix: bytes | None = None,

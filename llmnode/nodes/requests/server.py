@@ -230,7 +230,12 @@ class RequestServer:
         load = self.load_of(name)
         if load is None:
             return Accept(id=request_id)
-        return Accept(id=request_id, queue_depth=load.queue_depth, in_flight=load.in_flight)
+        return Accept(
+            id=request_id,
+            queue_depth=load.queue_depth,
+            in_flight=load.in_flight,
+            ewma_service_ms=load.ewma_service_ms,
+        )
 
     def _result(self, call: ServiceCall, data: bytes, chunks: int) -> Result:
         """Result, carrying the load without this request (it is answered now)."""
@@ -244,6 +249,7 @@ class RequestServer:
             chunks=chunks,
             queue_depth=load.queue_depth,
             in_flight=load.in_flight,
+            ewma_service_ms=load.ewma_service_ms,
         )
 
     async def _heartbeats(self) -> None:

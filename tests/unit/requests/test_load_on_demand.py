@@ -62,24 +62,29 @@ def test_load_and_free_memory_never_change_the_gossiped_capabilities(
     served: tuple[int, int],
 ) -> None:
     """Only what changes slowly makes a new record: the same services with any load, free
-    memory or count served (and a service time in the same band) have one key; another slot
-    count, service time band or service, another."""
+    memory, count served or service time (once measured) have one key; another slot count, a
+    first measured service time or another service, another."""
     second = msgspec.structs.replace(
         second,
         slots=first.slots,
         queue_limit=first.queue_limit,
-        ewma_service_ms=first.ewma_service_ms,
+        ewma_service_ms=second.ewma_service_ms if first.ewma_service_ms > 0.0 else 0.0,
     )
+    if first.ewma_service_ms > 0.0 and second.ewma_service_ms <= 0.0:
+        second = msgspec.structs.replace(second, ewma_service_ms=first.ewma_service_ms)
     one = state([ServiceInfo(name="m", kind="model", load=first)], frees[0], frees[1], served[0])
     two = state([ServiceInfo(name="m", kind="model", load=second)], frees[1], frees[0], served[1])
     assert capability_key(one) == capability_key(two)
     resized = msgspec.structs.replace(first, slots=first.slots + 1)
     more = state([ServiceInfo(name="m", kind="model", load=resized)], frees[0], 1, 0)
     assert capability_key(more) != capability_key(one)
-    if first.ewma_service_ms > 0.0:  # a service time twice as long is news
+    if first.ewma_service_ms > 0.0:  # the first measurement is news; later ones travel
         slower = msgspec.structs.replace(first, ewma_service_ms=first.ewma_service_ms * 2)
         later = state([ServiceInfo(name="m", kind="model", load=slower)], frees[0], 1, 0)
-        assert capability_key(later) != capability_key(one)
+        assert capability_key(later) == capability_key(one)  # with the load, on replies
+        unmeasured = msgspec.structs.replace(first, ewma_service_ms=0.0)
+        before = state([ServiceInfo(name="m", kind="model", load=unmeasured)], frees[0], 1, 0)
+        assert capability_key(before) != capability_key(one)
     added = [*one.services, ServiceInfo(name="agent", kind="agent")]
     assert capability_key(msgspec.structs.replace(one, services=added)) != capability_key(one)
 
